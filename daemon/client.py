@@ -1,0 +1,155 @@
+"""The one HTTP client for qwendesk's daemon, used by the CLI and the tray (imports nothing but httpx)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from .errors import (
+    BadRequest,
+    Conflict,
+    DaemonNotRunning,
+    Forbidden,
+    InsufficientResources,
+    ModelLoadError,
+    NotFound,
+    QwendeskError,
+    Unauthorized,
+)
+
+_BY_STATUS: dict[int, type[QwendeskError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    503: ModelLoadError,
+    507: InsufficientResources,
+}
+
+START_HINT = "Start it with `qwendesk serve` (or `qwendesk tray`)."
+
+
+class DaemonClient:
+    """Talks to a running daemon; turns its `{"error": ...}` bodies into typed exceptions."""
+
+    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    @classmethod
+    def from_settings(cls, settings: Any, timeout: float = 30.0) -> DaemonClient:
+        """Client for the daemon that `settings` (a config.Settings) describes."""
+        return cls(settings.url, settings.token, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DaemonClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- plumbing ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Send one request and return its JSON body, or raise the matching QwendeskError."""
+        try:
+            extra = {"timeout": timeout} if timeout is not None else {}
+            response = self._http.request(method, path, **kwargs, **extra)
+        except httpx.ConnectError as exc:
+            raise DaemonNotRunning(f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}") from exc
+        except httpx.TimeoutException as exc:
+            raise DaemonNotRunning(
+                f"The qwendesk daemon at {self.base_url} did not answer in time ({exc.__class__.__name__})."
+            ) from exc
+        return self._decode(response)
+
+    @staticmethod
+    def _decode(response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": response.text or response.reason_phrase}
+        if response.is_success:
+            return body
+        message = body.get("error") if isinstance(body, dict) else None
+        if isinstance(message, dict):  # OpenAI-style {"error": {"message": ...}}
+            message = message.get("message")
+        error_cls = _BY_STATUS.get(response.status_code, QwendeskError)
+        raise error_cls(str(message or f"HTTP {response.status_code}"), status=response.status_code)
+
+    # ---- the control API -----------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/health", timeout=5)
+
+    def is_running(self) -> bool:
+        """True when a daemon answers /health."""
+        try:
+            self.health()
+            return True
+        except QwendeskError:
+            return False
+
+    def status(self) -> dict[str, Any]:
+        return self.request("GET", "/api/status")
+
+    def models(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/api/models")["models"]
+
+    def model(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/api/models/{name}")
+
+    def start(self, name: str, *, wait: bool = True, **options: Any) -> dict[str, Any]:
+        """Start a model; options are n_ctx, n_gpu_layers, n_parallel. Waits until it runs unless wait=False."""
+        body = {k: v for k, v in options.items() if v is not None}
+        return self.request(
+            "POST", f"/api/models/{name}/start", params={"wait": str(wait).lower()}, json=body, timeout=600
+        )
+
+    def stop(self, name: str) -> dict[str, Any]:
+        return self.request("POST", f"/api/models/{name}/stop", timeout=120)
+
+    def add(self, path: str) -> dict[str, Any]:
+        """Copy a GGUF file into the models folder; returns the model it became."""
+        return self.request("POST", "/api/models/add", json={"path": path}, timeout=3600)
+
+    def config(self) -> dict[str, Any]:
+        return self.request("GET", "/api/config")
+
+    def shutdown(self) -> dict[str, Any]:
+        """Stop the daemon, its Xinference and every model."""
+        return self.request("POST", "/api/shutdown", timeout=60)
+
+    def events(self, timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (event, data) from GET /api/events until the connection ends."""
+        try:
+            with self._http.stream(
+                "GET", "/api/events", timeout=httpx.Timeout(10, read=timeout)
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._decode(response)
+                yield from _parse_sse(response.iter_lines())
+        except httpx.ConnectError as exc:
+            raise DaemonNotRunning(f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}") from exc
+
+
+def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Minimal server-sent-events parser: yields (event name, JSON data)."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())

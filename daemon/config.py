@@ -1,0 +1,223 @@
+"""All qwendesk settings, declared once: defaults < config.toml < QWENDESK_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import platformdirs
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+APP_NAME = "qwendesk"
+ENV_PREFIX = "QWENDESK_"
+DEFAULT_PORT = 11470
+
+
+class Settings(BaseModel):
+    """Every setting, with its default and help text; the CLI, the docs and /api/config come from here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path | None = Field(
+        None, description="Folder that holds all state (config, models, Xinference home, logs, run files)."
+    )
+    host: str = Field("127.0.0.1", description="Address the daemon listens on. Keep it on loopback.")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port of the daemon's HTTP API.")
+    models_dirs: list[Path] = Field(
+        default_factory=list, description="Folders watched for *.gguf files (default: <data>/models)."
+    )
+    token: str | None = Field(
+        None, description="Bearer token every /api and /v1 request must carry (off when empty)."
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list, description="Extra browser origins allowed to call the API."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Extra Host header values accepted (DNS-rebinding guard)."
+    )
+    xinference_endpoint: str | None = Field(
+        None, description="Use this Xinference supervisor (e.g. a cluster) instead of starting one."
+    )
+    xinference_api_key: str | None = Field(None, description="API key for a remote Xinference endpoint.")
+    supervisor_start: Literal["lazy", "eager"] = Field(
+        "lazy", description="Start the embedded Xinference on the first model start (lazy) or at once."
+    )
+    keep_alive: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds the embedded Xinference stays up with no model running (0 = never stop).",
+    )
+    supervisor_timeout: float = Field(
+        120.0, gt=0, description="Seconds to wait for the embedded Xinference to answer."
+    )
+    n_ctx: int = Field(4096, ge=256, description="Context length per request (tokens) for a started model.")
+    n_parallel: int = Field(1, ge=1, le=64, description="Requests a model serves at once (llama.cpp slots).")
+    n_gpu_layers: int | None = Field(
+        None, description="Layers offloaded to the GPU (default: all on Apple Silicon, 0 elsewhere)."
+    )
+    n_threads: int | None = Field(None, ge=1, description="CPU threads per model (default: physical cores).")
+    cache_ram_mib: int = Field(
+        256, ge=0, description="llama.cpp prompt-cache budget per model in MiB (Xinference's default is 8192)."
+    )
+    auto_start: bool = Field(
+        True, description="A /v1 request naming a stopped model starts it (like Ollama)."
+    )
+    catalog_source: Literal["modelscope", "huggingface"] = Field(
+        "modelscope", description="Where `qwendesk pull` downloads from."
+    )
+    huggingface_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub base URL.")
+    modelscope_endpoint: str = Field("https://modelscope.cn", description="ModelScope hub base URL.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Daemon log level.")
+
+    # ---- derived paths -------------------------------------------------------------------------
+    @property
+    def config_dir(self) -> Path:
+        return self.home if self.home else Path(platformdirs.user_config_dir(APP_NAME))
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home if self.home else Path(platformdirs.user_data_dir(APP_NAME))
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs" if self.home else Path(platformdirs.user_log_dir(APP_NAME))
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid, lock and secret files."""
+        return self.home / "run" if self.home else Path(platformdirs.user_state_dir(APP_NAME)) / "run"
+
+    @property
+    def xinference_home(self) -> Path:
+        return self.data_dir / "xinference"
+
+    @property
+    def model_folders(self) -> list[Path]:
+        """The watched folders; the first one is where pulls and conversions land."""
+        return [p.expanduser().resolve() for p in self.models_dirs] or [self.data_dir / "models"]
+
+    @property
+    def url(self) -> str:
+        """Base URL clients use to reach the daemon."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings as JSON-able values, secrets redacted."""
+        data = self.model_dump(mode="json")
+        for secret in ("token", "xinference_api_key"):
+            if data.get(secret):
+                data[secret] = "***"
+        data["home"] = str(self.data_dir)
+        data["models_dirs"] = [str(p) for p in self.model_folders]
+        data["config_file"] = str(self.config_file)
+        data["log_dir"] = str(self.log_dir)
+        return data
+
+
+FIELDS = Settings.model_fields
+
+
+def env_name(field: str) -> str:
+    """QWENDESK_* variable for a setting."""
+    return ENV_PREFIX + field.upper()
+
+
+def flag_name(field: str) -> str:
+    """CLI flag for a setting."""
+    return "--" + field.replace("_", "-")
+
+
+def is_list(field: str) -> bool:
+    return get_origin(FIELDS[field].annotation) is list
+
+
+def is_bool(field: str) -> bool:
+    return FIELDS[field].annotation is bool
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    """Settings given as QWENDESK_* variables; lists are separated by os.pathsep or commas."""
+    values: dict[str, Any] = {}
+    for name in FIELDS:
+        raw = env.get(env_name(name))
+        if raw is None:
+            continue
+        if is_list(name):
+            sep = os.pathsep if name == "models_dirs" else ","
+            values[name] = [part.strip() for part in raw.split(sep) if part.strip()]
+        elif raw == "" and type(None) in get_args(FIELDS[name].annotation):
+            values[name] = None
+        else:
+            values[name] = raw
+    return values
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    """Settings from config.toml; a missing file is no settings."""
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Could not read the config file {path}: {exc}. Fix or remove it.") from exc
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise ConfigError(
+            f"Unknown setting(s) {', '.join(unknown)} in {path}. Known: {', '.join(FIELDS)}."
+        )
+    return data
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge defaults < config file < environment < flags into one Settings."""
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    env_values = _from_env(env)
+    home = flags.get("home") or env_values.get("home")
+    probe = Settings(home=Path(home).expanduser() if home else None)
+    merged: dict[str, Any] = {**_from_file(probe.config_file), **env_values, **flags}
+    if home:
+        merged["home"] = Path(home).expanduser().resolve()
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings ({problems}). Check {probe.config_file} and QWENDESK_* variables.") from exc
+
+
+def describe() -> list[dict[str, str]]:
+    """One row per setting: name, env variable, flag, default and help (for --help and docs)."""
+    rows = []
+    for name, field in FIELDS.items():
+        default = field.get_default(call_default_factory=True)
+        rows.append(
+            {
+                "name": name,
+                "env": env_name(name),
+                "flag": flag_name(name),
+                "default": "" if default in (None, []) else str(default),
+                "help": field.description or "",
+            }
+        )
+    return rows

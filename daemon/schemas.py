@@ -1,0 +1,56 @@
+"""Wire shapes of the control API (/api/*), shared by the routes, the CLI and the tray."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from pydantic import BaseModel, Field
+
+
+class ModelState(str, Enum):
+    AVAILABLE = "available"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    ERROR = "error"
+
+
+class ModelView(BaseModel):
+    """One model as `GET /api/models` lists it."""
+
+    name: str
+    file: str = Field(description="Absolute path of the GGUF (first shard for split files).")
+    files: list[str] = Field(default_factory=list, description="All shards, in order.")
+    mmproj: str | None = Field(None, description="Paired vision projector, if any.")
+    architecture: str | None = None
+    parameters: str | None = Field(None, description="Size label, e.g. '0.5B'.")
+    parameter_count: int | None = None
+    quantization: str | None = None
+    size_bytes: int = 0
+    context_length: int | None = Field(None, description="Context the model was trained for.")
+    family: str | None = Field(None, description="Xinference model_family it is registered with.")
+    chat_template: bool = Field(False, description="The GGUF carries its own chat template.")
+    abilities: list[str] = Field(default_factory=list)
+    state: ModelState = ModelState.AVAILABLE
+    error: str | None = None
+    n_ctx: int | None = Field(None, description="Context per request while running.")
+
+
+class StartRequest(BaseModel):
+    """Body of POST /api/models/{name}/start; every field is optional."""
+
+    n_ctx: int | None = Field(None, ge=256)
+    n_gpu_layers: int | None = None
+    n_parallel: int | None = Field(None, ge=1, le=64)
+
+
+class AddRequest(BaseModel):
+    path: str
+
+
+class SupervisorView(BaseModel):
+    mode: str = Field(description="'embedded' or 'remote'.")
+    state: str = Field(description="stopped | starting | running | restarting | failed | remote")
+    endpoint: str | None = None
+    pid: int | None = None
+    error: str | None = None
