@@ -77,6 +77,9 @@ class Settings(BaseModel):
     )
     huggingface_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub base URL.")
     modelscope_endpoint: str = Field("https://modelscope.cn", description="ModelScope hub base URL.")
+    catalog_file: Path | None = Field(
+        None, description="JSON file of extra `qwendesk pull` catalog entries (same format as the built-in one)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Daemon log level.")
 
     # ---- derived paths -------------------------------------------------------------------------

@@ -1,0 +1,104 @@
+"""Request guards: Host allow-list (DNS rebinding), Origin allow-list (other web pages), bearer token."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from .config import Settings
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+# Paths any local caller may reach without the token: liveness and the chat page's static files.
+OPEN_PATHS = ("/health",)
+GUARDED_PREFIXES = ("/api", "/v1")
+
+
+def allowed_hosts(settings: Settings) -> set[str]:
+    """Host header values we answer to: loopback names with and without our port, plus configured ones."""
+    names = {*LOOPBACK_NAMES, *settings.allowed_hosts}
+    if settings.host not in ("0.0.0.0", "::", ""):
+        names.add(settings.host if ":" not in settings.host else f"[{settings.host}]")
+    return {n.lower() for n in names} | {f"{n}:{settings.port}".lower() for n in names}
+
+
+def allowed_origins(settings: Settings) -> set[str]:
+    """Browser origins that may call the API: our own page, plus configured ones."""
+    own = {f"http://{n}:{settings.port}" for n in LOOPBACK_NAMES}
+    return own | {o.rstrip("/") for o in settings.allowed_origins}
+
+
+class SecurityMiddleware:
+    """Pure ASGI (so streamed responses pass through untouched) guard in front of every route."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.hosts = allowed_hosts(settings)
+        self.origins = allowed_origins(settings)
+        self.own_origins = {f"http://{n}:{settings.port}" for n in LOOPBACK_NAMES}
+        self.token = settings.token or None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        path: str = scope.get("path", "")
+        host = headers.get("host", "").lower()
+        if host not in self.hosts:
+            return await _deny(send, path, 403, f"Host '{host}' is not allowed (DNS-rebinding guard).")
+        origin = headers.get("origin")
+        if origin is not None and origin.rstrip("/") not in self.origins:
+            return await _deny(send, path, 403, f"Origin '{origin}' may not use this API.")
+        cors = origin is not None and origin.rstrip("/") not in self.own_origins
+        if cors and scope.get("method") == "OPTIONS":
+            return await _preflight(send, origin or "")
+        if self.token and path.startswith(GUARDED_PREFIXES) and path not in OPEN_PATHS:
+            given = headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+                return await _deny(
+                    send, path, 401, "A valid token is required: send 'Authorization: Bearer <token>'."
+                )
+        if not cors:
+            return await self.app(scope, receive, send)
+
+        async def send_with_cors(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_cors_headers(origin or "")]
+            await send(message)
+
+        return await self.app(scope, receive, send_with_cors)
+
+
+def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-origin", origin.encode("latin-1")),
+        (b"vary", b"Origin"),
+        (b"access-control-allow-headers", b"authorization, content-type"),
+        (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
+    ]
+
+
+async def _preflight(send: Send, origin: str) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": _cors_headers(origin)})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def _deny(send: Send, path: str, status: int, message: str) -> None:
+    """Reject with the error shape the route family uses (OpenAI's for /v1)."""
+    if path.startswith("/v1"):
+        body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "code": status}}
+    else:
+        body = {"error": message}
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

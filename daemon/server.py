@@ -1,0 +1,114 @@
+"""`qwendesk serve`: one daemon per home (a lock), a rotating log, uvicorn on loopback, clean shutdown."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import logging.handlers
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+from filelock import FileLock, Timeout
+
+from . import accelerator
+from .app import create_app
+from .config import Settings
+from .errors import AlreadyRunning, ConfigError
+from .events import EventBus
+from .manager import ModelManager
+from .supervisor import make_supervisor
+
+log = logging.getLogger("qwendesk")
+
+
+def setup_logging(settings: Settings, console: bool = True) -> Path:
+    """Log to a rotating file in the log folder (and the console when in the foreground)."""
+    settings.log_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.log_dir / "daemon.log"
+    handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(fmt)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    if console:
+        stream = logging.StreamHandler()
+        stream.setFormatter(fmt)
+        root.addHandler(stream)
+    root.setLevel(settings.log_level.upper())
+    return path
+
+
+def daemon_info_path(settings: Settings) -> Path:
+    return settings.run_dir / "daemon.json"
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail with a clear message if the port is taken, before starting anything else."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        if os.name != "nt":  # as uvicorn does; connections in TIME_WAIT from a previous run do not count
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                raise ConfigError(
+                    f"Port {port} on {host} is in use by another program. "
+                    f"Choose another with `qwendesk serve --port N` or QWENDESK_PORT."
+                ) from exc
+            raise
+
+
+def serve(settings: Settings) -> int:
+    """Run the daemon in the foreground until SIGTERM/Ctrl-C or POST /api/shutdown."""
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(settings.run_dir / "daemon.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AlreadyRunning(_already_running_message(settings)) from None
+    try:
+        _check_port(settings.host, settings.port)
+        log_path = setup_logging(settings)
+        accel = accelerator.detect()
+        supervisor = make_supervisor(settings)
+        manager = ModelManager(settings, supervisor, accel, EventBus())
+        server: uvicorn.Server | None = None
+
+        def request_shutdown() -> None:
+            if server is not None:
+                server.should_exit = True
+
+        app = create_app(settings, manager, on_shutdown=request_shutdown)
+        config = uvicorn.Config(
+            app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
+        info = {"pid": os.getpid(), "url": settings.url, "home": str(settings.data_dir), "log": str(log_path)}
+        daemon_info_path(settings).write_text(json.dumps(info))
+        log.info(
+            "qwendesk daemon on %s (models: %s; Xinference: %s; %s)",
+            settings.url,
+            ", ".join(str(p) for p in settings.model_folders),
+            settings.xinference_endpoint or f"embedded, {settings.supervisor_start} start",
+            accel.name,
+        )
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        daemon_info_path(settings).unlink(missing_ok=True)
+        lock.release()
+
+
+def _already_running_message(settings: Settings) -> str:
+    try:
+        info = json.loads(daemon_info_path(settings).read_text())
+        where = f" (pid {info['pid']}, {info['url']})"
+    except (OSError, ValueError, KeyError):
+        where = ""
+    return (
+        f"qwendesk is already running for {settings.data_dir}{where}. "
+        "Use `qwendesk status`, or stop it first (`qwendesk shutdown`)."
+    )

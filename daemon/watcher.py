@@ -1,0 +1,150 @@
+"""Watch the models folders and call back once per burst of relevant changes (debounced).
+
+`on_change` runs on the watcher's own worker thread, never on the event loop: the manager hops over
+with `loop.call_soon_threadsafe(...)`. It takes no arguments; the manager rescans the folders.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+log = logging.getLogger(__name__)
+
+MAX_DEPTH = 2  # <folder>/x.gguf and <folder>/<sub>/x.gguf, like registry.scan
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, root: Path, notify: Callable[[], None]) -> None:
+        self.root, self.notify = root, notify
+
+    def relevant(self, path: str | bytes, is_dir: bool) -> bool:
+        """A .gguf at a depth the registry scans, or a sub-folder that may hold them; no hidden parts."""
+        p = Path(path.decode() if isinstance(path, bytes) else path)
+        try:
+            parts = p.relative_to(self.root).parts
+        except ValueError:
+            return False
+        if not parts or len(parts) > MAX_DEPTH or any(part.startswith(".") for part in parts):
+            return False
+        return len(parts) == 1 if is_dir else p.name.lower().endswith(".gguf")
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write") or (
+            event.is_directory and event.event_type == "modified"
+        ):
+            return  # reads (our own header parsing) and folder mtime updates must not trigger rescans
+        paths = [event.src_path, getattr(event, "dest_path", "") or ""]
+        if any(p and self.relevant(p, event.is_directory) for p in paths):
+            self.notify()
+
+
+class FolderWatcher:
+    """Debounced watchdog over every models folder (missing folders are created).
+
+    Bursts of events (a large copy fires thousands) become one `on_change` call after `debounce`
+    seconds of quiet, or at the latest `max_wait` seconds after the first one. `poke_later(s)` asks
+    for a call in `s` seconds even without events (used to re-check files still being copied).
+    """
+
+    def __init__(
+        self,
+        folders: Iterable[Path],
+        on_change: Callable[[], None],
+        debounce: float = 1.0,
+        max_wait: float = 30.0,
+    ) -> None:
+        self.folders = [Path(f) for f in folders]
+        self.on_change = on_change
+        self.debounce, self.max_wait = debounce, max_wait
+        self._cond = threading.Condition()
+        self._quiet_at: float | None = None  # fire when events stop until then
+        self._first_at: float | None = None
+        self._pokes: list[float] = []
+        self._stopping = False
+        self._observer: Observer | None = None
+        self._worker: threading.Thread | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Create missing folders and start watching; folders that cannot be watched are logged."""
+        self._stopping = False
+        observer = Observer()
+        for folder in self.folders:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                root = folder.resolve()
+                observer.schedule(_Handler(root, self.notify), str(root), recursive=True)
+            except OSError as exc:
+                log.warning("Cannot watch models folder %s: %s", folder, exc)
+        observer.daemon = True
+        observer.start()
+        self._observer = observer
+        self._worker = threading.Thread(target=self._run, name="qwendesk-watcher", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Stop watching; pending callbacks are dropped. Safe to call twice."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+        if self._worker is not None and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5)
+        self._worker = None
+
+    def __enter__(self) -> FolderWatcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- scheduling ------------------------------------------------------------------------------
+    def notify(self) -> None:
+        """Something changed: (re)start the quiet period."""
+        now = time.monotonic()
+        with self._cond:
+            self._quiet_at = now + self.debounce
+            self._first_at = self._first_at or now
+            self._cond.notify_all()
+
+    def poke_later(self, seconds: float) -> None:
+        """Call `on_change` in `seconds` even if nothing happens on disk (re-check pending files)."""
+        with self._cond:
+            self._pokes.append(time.monotonic() + max(0.0, seconds))
+            self._cond.notify_all()
+
+    def _due(self) -> float | None:
+        times = list(self._pokes)
+        if self._quiet_at is not None:
+            times.append(min(self._quiet_at, (self._first_at or 0) + self.max_wait))
+        return min(times) if times else None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping:
+                    due = self._due()
+                    now = time.monotonic()
+                    if due is not None and due <= now:
+                        break
+                    self._cond.wait(None if due is None else due - now)
+                if self._stopping:
+                    return
+                now = time.monotonic()
+                self._pokes = [t for t in self._pokes if t > now]
+                self._quiet_at = self._first_at = None
+            try:
+                self.on_change()
+            except Exception:  # a failing callback must not kill the watcher
+                log.exception("models folder change handler failed")

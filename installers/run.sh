@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run qwendesk from this checkout: set up .venv once, then start the app (tray + daemon; the daemon
+# alone, saying so, where there is no display). Usage: bash installers/run.sh [qwendesk flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${QWENDESK_VENV:-.venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+if ! python -c "import qwendesk.daemon, xinference, pystray" 2>/dev/null; then
+  python -m pip install -q --upgrade pip
+  # The constraints file keeps torch (needed by Xinference) on the CPU build in development set-ups.
+  python -m pip install -q -c tests/constraints.txt -e ".[tray]"
+fi
+exec qwendesk "$@" run

@@ -1,0 +1,232 @@
+"""The catalog of Qwen GGUF releases: names like `qwen2.5:1.5b-instruct-q4_k_m`, their hub files and sizes."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import QwendeskError
+
+SOURCES = ("modelscope", "huggingface")
+# Rough overhead of llama.cpp over the file size (compute buffers, mmap'd tokenizer, runtime).
+MEMORY_OVERHEAD = 1.2
+KV_BYTES_PER_VALUE = 2  # llama.cpp keeps the KV cache in f16 by default
+
+
+class CatalogError(QwendeskError):
+    """A catalog name that does not resolve, or a catalog file that cannot be read."""
+
+    status, code = 404, "not_in_catalog"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file on the hub; `size`/`sha256` are None when no public source gives them."""
+
+    file: str
+    size: int | None = None
+    sha256: str | None = None
+    role: str = "model"  # "model" (single file or a shard) or "mmproj"
+    approx_size: int | None = None
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What the KV-cache estimate needs."""
+
+    layers: int
+    kv_heads: int
+    head_dim: int
+    context_length: int
+
+
+@dataclass(frozen=True)
+class Quant:
+    key: str
+    size: int  # approximate bytes of the model files (hub listing)
+    files: tuple[HubFile, ...]
+
+
+@dataclass(frozen=True)
+class CatalogModel:
+    """A model in all its quantizations, e.g. `qwen2.5:1.5b-instruct`."""
+
+    name: str
+    title: str
+    kind: str
+    repos: Mapping[str, str | None]
+    arch: Arch
+    default: str
+    quants: Mapping[str, Quant]
+    extra_files: tuple[HubFile, ...] = ()
+    notes: str = ""
+
+    def repo(self, source: str) -> str:
+        """The repository id on `source`, falling back to the other hub when this one has no mirror."""
+        repo = self.repos.get(source) or next((r for r in self.repos.values() if r), None)
+        if not repo:
+            raise CatalogError(f"{self.name} has no repository on any hub in the catalog.")
+        return repo
+
+
+@dataclass(frozen=True)
+class Release:
+    """One pullable thing: a model at one quantization, with its extra files (e.g. the mmproj)."""
+
+    model: CatalogModel
+    quant: Quant
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}-{self.quant.key}"
+
+    @property
+    def is_default(self) -> bool:
+        return self.quant.key == self.model.default
+
+    @property
+    def files(self) -> tuple[HubFile, ...]:
+        """Extras first, then the model's shards in order (the first shard is the model file)."""
+        return self.model.extra_files + self.quant.files
+
+    @property
+    def main_file(self) -> str:
+        """The file the registry and llama.cpp are pointed at (the first shard of a split model)."""
+        return self.quant.files[0].file
+
+    @property
+    def size(self) -> int:
+        """Approximate download size in bytes, extras included."""
+        extras = sum(f.size or f.approx_size or 0 for f in self.model.extra_files)
+        return self.quant.size + extras
+
+
+def _hub_file(data: Mapping[str, Any], role: str = "model") -> HubFile:
+    sha = data.get("sha256")
+    return HubFile(
+        file=data["file"],
+        size=data.get("size"),
+        sha256=sha.lower() if sha else None,
+        role=data.get("role", role),
+        approx_size=data.get("approx_size"),
+    )
+
+
+def _model(data: Mapping[str, Any]) -> CatalogModel:
+    quants = {
+        key.lower(): Quant(key.lower(), int(q["size"]), tuple(_hub_file(f) for f in q["files"]))
+        for key, q in data["quantizations"].items()
+    }
+    default = data.get("default", "q4_k_m").lower()
+    if default not in quants:
+        raise KeyError(f"default quantization {default!r} of {data['name']} is not listed")
+    return CatalogModel(
+        name=data["name"].lower(),
+        title=data.get("title") or data["name"],
+        kind=data.get("kind", "chat"),
+        repos=dict(data["repos"]),
+        arch=Arch(**data["arch"]),
+        default=default,
+        quants=quants,
+        extra_files=tuple(_hub_file(f, "mmproj") for f in data.get("extra_files", [])),
+        notes=data.get("notes", ""),
+    )
+
+
+class Catalog:
+    """All catalog models; resolves user-typed names to a Release."""
+
+    def __init__(self, models: list[CatalogModel]) -> None:
+        self.models = {m.name: m for m in models}
+
+    def releases(self) -> Iterator[Release]:
+        for model in self.models.values():
+            for quant in model.quants.values():
+                yield Release(model, quant)
+
+    def resolve(self, name: str) -> Release:
+        """`qwen2.5:1.5b-instruct-q4_k_m`, `qwen2.5:1.5b-instruct` (default quant) or a unique prefix like `qwen2.5:1.5b`."""
+        wanted = name.strip().lower()
+        exact = {r.name: r for r in self.releases()}
+        if wanted in exact:
+            return exact[wanted]
+        if wanted in self.models:
+            model = self.models[wanted]
+            return Release(model, model.quants[model.default])
+        prefixed = [m for m in self.models.values() if m.name.startswith(wanted + "-") or m.name == wanted]
+        if len(prefixed) == 1:
+            return Release(prefixed[0], prefixed[0].quants[prefixed[0].default])
+        base, _, quant = wanted.rpartition("-")
+        if base in self.models:
+            model = self.models[base]
+            raise CatalogError(
+                f"{model.name} has no quantization {quant!r} in the catalog; available: "
+                f"{', '.join(model.quants)}. See `qwendesk catalog`."
+            )
+        close = difflib.get_close_matches(wanted, [*exact, *self.models], n=3, cutoff=0.6)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise CatalogError(
+            f"No model named {name!r} in the catalog.{hint} See `qwendesk catalog` for the list."
+        )
+
+
+def parse_catalog(data: Mapping[str, Any], origin: str = "catalog") -> list[CatalogModel]:
+    """Models from a catalog document (the format of catalog.json)."""
+    try:
+        return [_model(m) for m in data["models"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CatalogError(
+            f"The catalog {origin} is malformed ({exc!r}). Fix or remove it.", status=400
+        ) from exc
+
+
+def load_catalog(extra: Path | None = None) -> Catalog:
+    """The built-in catalog, with entries from `extra` (a user's JSON file) added or replacing by name."""
+    builtin = json.loads(resources.files(__package__).joinpath("catalog.json").read_text(encoding="utf-8"))
+    models = {m.name: m for m in parse_catalog(builtin, "built into qwendesk")}
+    if extra is not None:
+        try:
+            data = json.loads(Path(extra).expanduser().read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise CatalogError(f"Could not read the catalog file {extra}: {exc}.", status=400) from exc
+        models.update({m.name: m for m in parse_catalog(data, str(extra))})
+    return Catalog(list(models.values()))
+
+
+def file_url(repo: str, file: str, source: str, endpoint: str) -> str:
+    """Download URL of one file on a hub (HF `resolve/main`, ModelScope `resolve/master`)."""
+    base = endpoint.rstrip("/")
+    if source == "huggingface":
+        return f"{base}/{repo}/resolve/main/{file}"
+    if source == "modelscope":
+        return f"{base}/models/{repo}/resolve/master/{file}"
+    raise CatalogError(f"Unknown catalog source {source!r}; use one of {', '.join(SOURCES)}.", status=400)
+
+
+def kv_cache_bytes(arch: Arch, n_ctx: int) -> int:
+    """K and V for every layer and context position, f16."""
+    return 2 * arch.layers * arch.kv_heads * arch.head_dim * n_ctx * KV_BYTES_PER_VALUE
+
+
+def estimate_memory(release: Release, n_ctx: int) -> int:
+    """An ESTIMATE of the RAM a started model needs: file size x 1.2 plus the KV cache for n_ctx tokens."""
+    return int(release.size * MEMORY_OVERHEAD) + kv_cache_bytes(release.model.arch, n_ctx)
+
+
+def fits(release: Release, n_ctx: int, available: int) -> bool:
+    """Whether the estimate is below the available RAM (an estimate, not a promise)."""
+    return estimate_memory(release, n_ctx) < available
+
+
+def human_size(n: float) -> str:
+    """Bytes in decimal units, as hubs list them: '1.1 GB', '491 MB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,144 @@
+"""CLI commands `qwendesk convert` and `qwendesk quantize` (registered by models.commands.register)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .convert_output import ProgressFn
+
+CONVERT_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m", "q5_k_m")
+QUANTIZE_TYPES = ("q4_0", "q4_k_m", "q5_k_m", "q8_0")
+DIRECT_TYPES = ("f16", "bf16", "f32", "q8_0")  # written by the converter itself, no llama.cpp pass
+_TYPE_SUFFIX = re.compile(r"[-.](f32|f16|bf16|q\d(_\d|_k(_[sml])?)?)$", re.IGNORECASE)
+LANDED = "The daemon registers files in the models folder by itself; the model is ready to start and chat."
+
+
+def add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="Convert a Hugging Face Qwen2 / Qwen2.5 / Qwen3 checkpoint into a GGUF in the models folder.",
+        description="Convert HF_DIR (config.json, *.safetensors, tokenizer.json, tokenizer_config.json) into a "
+        "GGUF, tensor by tensor. f16/bf16/f32/q8_0 need nothing else; q4_0, q4_k_m and q5_k_m use llama.cpp's "
+        "quantizer (pip install 'qwendesk[convert]').",
+    )
+    parser.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="Folder of the Hugging Face checkpoint.")
+    parser.add_argument(
+        "--out", type=Path, help="Output file (default: <models folder>/<HF_DIR name>-<type>.gguf)."
+    )
+    parser.add_argument(
+        "--quantize", choices=CONVERT_TYPES, default="f16", help="Output type (default: f16)."
+    )
+    parser.add_argument("--force", action="store_true", help="Replace --out if it exists.")
+    parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    parser.set_defaults(func=convert_command)
+
+
+def add_quantize(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "quantize",
+        help="Quantize an f16/f32 GGUF with llama.cpp's quantizer (needs qwendesk[convert]).",
+        description="Quantize IN into OUT with llama.cpp (llama-cpp-python, pip install 'qwendesk[convert]').",
+    )
+    parser.add_argument("src", type=Path, metavar="IN", help="An f16, bf16 or f32 GGUF.")
+    parser.add_argument(
+        "out",
+        type=Path,
+        metavar="OUT",
+        nargs="?",
+        help="Output file (default: <models folder>/<IN name>-<type>.gguf).",
+    )
+    parser.add_argument(
+        "--type", dest="qtype", choices=QUANTIZE_TYPES, default="q4_k_m", help="Default: q4_k_m."
+    )
+    parser.add_argument("--force", action="store_true", help="Replace OUT if it exists.")
+    parser.add_argument("--allow-requantize", action="store_true", help="Quantize an already quantized file.")
+    parser.add_argument("--threads", type=int, default=0, help="Quantizer threads (default: all cores).")
+    parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    parser.set_defaults(func=quantize_command)
+
+
+def default_output(settings: Any, stem: str, qtype: str) -> Path:
+    """`<first models folder>/<stem without a type suffix>-<type>.gguf`."""
+    return settings.model_folders[0] / f"{_TYPE_SUFFIX.sub('', stem)}-{qtype}.gguf"
+
+
+@contextmanager
+def progress_bar(quiet: bool) -> Iterator[Any]:
+    """A rich bar on stderr; `bar.task(label)` returns a ProgressFn for one phase."""
+    if quiet:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        TextColumn("[dim]{task.fields[item]}"),
+        console=Console(stderr=True),
+    )
+
+    def task(label: str) -> ProgressFn:
+        ids: list[Any] = []  # the bar appears with the first report, so an early error shows no empty bar
+
+        def update(done: int, total: int, item: str) -> None:
+            if not ids:
+                ids.append(progress.add_task(label, total=total or None, item=item))
+            progress.update(ids[0], completed=done, total=total or None, item=item)
+
+        return update
+
+    progress.task = task  # type: ignore[attr-defined]
+    with progress:
+        yield progress
+
+
+def convert_command(args: argparse.Namespace, settings: Any) -> int:
+    from .convert import convert_checkpoint
+
+    out = args.out or default_output(settings, Path(args.hf_dir).resolve().name, args.quantize)
+    with progress_bar(args.quiet) as bar:
+        result = convert_checkpoint(
+            args.hf_dir,
+            out,
+            args.quantize,
+            force=args.force,
+            progress=bar.task("converting") if bar else None,
+            quantize_progress=bar.task("quantizing") if bar and args.quantize not in DIRECT_TYPES else None,
+        )
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    print(
+        f"Converted {Path(args.hf_dir).name} ({result.n_params:,} parameters, {result.out_type}) to {result.path}"
+    )
+    if result.path.parent.resolve() in settings.model_folders:
+        print(LANDED)
+    return 0
+
+
+def quantize_command(args: argparse.Namespace, settings: Any) -> int:
+    from .quantize import quantize_gguf
+
+    out = args.out or default_output(settings, args.src.stem, args.qtype)
+    with progress_bar(args.quiet) as bar:
+        quantize_gguf(
+            args.src,
+            out,
+            args.qtype,
+            force=args.force,
+            allow_requantize=args.allow_requantize,
+            threads=args.threads,
+            progress=bar.task(f"quantizing to {args.qtype}") if bar else None,
+        )
+    size = out.stat().st_size / 1024**2
+    print(f"Quantized {args.src.name} to {args.qtype}: {out} ({size:.1f} MiB)")
+    if out.parent.resolve() in settings.model_folders:
+        print(LANDED)
+    return 0

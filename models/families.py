@@ -1,0 +1,102 @@
+"""What to register a GGUF as in Xinference, so chat (and tools, vision) work without hand-written JSON.
+
+Facts from Xinference 4.1.0 (`model/llm/llm_family.py:327-382`, `model/llm/models/*.json`,
+`api/restful_api.py:4935-4955`), checked by tests/models/test_families.py against the installed JSON:
+
+* `model_family` may be any string, except that the `tools` ability needs a built-in tool family and
+  `vision` a built-in vision family; a vision family gets `vision` added even if we leave it out.
+* Requests carrying `tools` are refused (400) unless `model_family` is in a tool-call parser family.
+* A `chat_template` of `""` makes llama.cpp use the template inside the GGUF — the model's own, correct
+  one. Omitting it would send the family's Jinja (or, for a non-built-in family, the family NAME itself)
+  to llama.cpp instead, which silently breaks prompts. So we always send it explicitly.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import ModelFileError
+from .gguf_info import GGUFInfo
+
+# Built-in families we register as, with their abilities in Xinference 4.1.0's catalog.
+BUILTIN_FAMILIES: dict[str, frozenset[str]] = {
+    "qwen2.5-instruct": frozenset({"chat", "tools"}),
+    "qwen3": frozenset({"chat", "reasoning", "hybrid", "tools"}),
+    "qwen2-vl-instruct": frozenset({"chat", "vision"}),
+    "qwen2.5-vl-instruct": frozenset({"chat", "vision"}),
+    "Qwen3-VL-Instruct": frozenset({"chat", "vision", "tools"}),
+    "qwen3.5": frozenset({"chat", "vision", "tools", "reasoning", "hybrid"}),
+    "llama-3.1-instruct": frozenset({"chat", "tools"}),
+}
+QWEN_ARCHITECTURES = frozenset(
+    {"qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe",
+     "qwen35", "qwen35moe"}
+)  # fmt: skip
+# Encoders/embedders: llama.cpp runs them, but there is nothing to chat with.
+EMBEDDING_ARCHITECTURES = frozenset(
+    {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
+     "eurobert", "gemma-embedding", "gemma-embedding2", "llama-embed", "t5encoder", "wavtokenizer-dec"}
+)  # fmt: skip
+DEFAULT_CONTEXT = 2048  # Xinference's own default when a file states none
+
+
+@dataclass(frozen=True)
+class Registration:
+    """How one model is registered: family, template, abilities and trained context."""
+
+    model_family: str
+    chat_template: str | None  # "" = the GGUF's own; "chatml" = llama.cpp's built-in; None = no chat
+    abilities: tuple[str, ...]
+    context_length: int
+    embedding: bool = False
+
+    @property
+    def chat(self) -> bool:
+        return "chat" in self.abilities
+
+
+def _family_and_vision(info: GGUFInfo, has_mmproj: bool) -> tuple[str, bool]:
+    """The family by architecture; vision families only when a projector is paired (else text-only)."""
+    arch, name = info.architecture or "", (info.name or info.path.name).lower()
+    if arch == "qwen2vl" and has_mmproj:
+        return ("qwen2.5-vl-instruct" if re.search(r"2\.5|2_5", name) else "qwen2-vl-instruct"), True
+    if arch in ("qwen3vl", "qwen3vlmoe") and has_mmproj:
+        return "Qwen3-VL-Instruct", True
+    if arch in ("qwen35", "qwen35moe") and has_mmproj:
+        return "qwen3.5", True
+    if arch.startswith(("qwen3", "qwen35")):
+        return "qwen3", False
+    if arch in QWEN_ARCHITECTURES:
+        return "qwen2.5-instruct", False
+    if arch == "llama" and info.supports_tools:
+        return "llama-3.1-instruct", False
+    # Not a built-in name: with an explicit chat_template it can never become the template itself.
+    return f"custom-{arch or 'unknown'}", False
+
+
+def registration_for(info: GGUFInfo, *, has_mmproj: bool = False) -> Registration:
+    """Registration for a validated GGUF (first shard); `has_mmproj` when a projector is paired."""
+    if info.is_projector:
+        raise ModelFileError(f"'{info.path.name}' is a vision projector (mmproj), not a model to register.")
+    context = info.context_length or DEFAULT_CONTEXT
+    arch = info.architecture or ""
+    if arch in EMBEDDING_ARCHITECTURES:
+        return Registration(f"custom-{arch}", None, ("embed",), context, embedding=True)
+    family, vision = _family_and_vision(info, has_mmproj)
+    if info.chat_template:
+        template: str | None = ""  # llama.cpp renders the file's own template: always the right one
+    elif arch in QWEN_ARCHITECTURES:
+        template = "chatml"  # Qwen speaks ChatML; llama.cpp has it built in
+    else:
+        template = None  # no known template: plain completion only, rather than a wrong prompt format
+    if template is None:
+        return Registration(family, None, ("generate",), context)
+    abilities = ["chat"]
+    builtin = BUILTIN_FAMILIES.get(family, frozenset())
+    # The tool-call gate needs a built-in tool family; llama.cpp needs a template that renders tools.
+    if "tools" in builtin and template == "" and info.supports_tools:
+        abilities.append("tools")
+    if vision and "vision" in builtin:
+        abilities.append("vision")
+    return Registration(family, template, tuple(abilities), context)

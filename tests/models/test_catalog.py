@@ -1,0 +1,194 @@
+"""The built-in Qwen GGUF catalog, name resolution, hub URLs, the memory-fit estimate and `qwendesk catalog`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+
+import pytest
+
+from qwendesk.daemon.config import load_settings
+from qwendesk.models.catalog import (
+    CatalogError,
+    estimate_memory,
+    file_url,
+    fits,
+    human_size,
+    kv_cache_bytes,
+    load_catalog,
+)
+from qwendesk.models.commands import register
+
+ISSUE_MODELS = [
+    "qwen2.5:0.5b-instruct",
+    "qwen2.5:1.5b-instruct",
+    "qwen2.5:3b-instruct",
+    "qwen2.5:7b-instruct",
+    "qwen2.5-coder:1.5b-instruct",
+    "qwen2.5-coder:7b-instruct",
+    "qwen3:0.6b",
+    "qwen3:1.7b",
+    "qwen3:4b",
+    "qwen3:8b",
+    "qwen2.5-vl:3b-instruct",
+]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load_catalog()
+
+
+def test_builtin_catalog_has_the_issue_models_with_sane_entries(catalog):
+    assert sorted(catalog.models) == sorted(ISSUE_MODELS)
+    for release in catalog.releases():
+        assert re.fullmatch(r"[a-z0-9.\-]+:[a-z0-9.\-]+-(q\d_k_m|q\d_k|q\d_0)", release.name), release.name
+        assert 100e6 < release.size < 10e9  # laptop-sized
+        for f in release.files:
+            assert f.file.endswith(".gguf")
+            assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
+        for source in ("huggingface", "modelscope"):
+            assert release.model.repo(source).endswith("-GGUF")
+
+
+def test_default_is_q4_k_m_where_published(catalog):
+    assert catalog.resolve("qwen2.5:7b-instruct").name == "qwen2.5:7b-instruct-q4_k_m"
+    assert catalog.resolve("qwen3:8b").name == "qwen3:8b-q4_k_m"
+    # Qwen publishes only Q8_0 of the smallest Qwen3 models.
+    assert catalog.resolve("qwen3:0.6b").name == "qwen3:0.6b-q8_0"
+
+
+def test_split_models_list_their_shards_in_order(catalog):
+    release = catalog.resolve("qwen2.5:7b-instruct-q4_k_m")
+    assert [f.file for f in release.files] == [
+        "qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf",
+        "qwen2.5-7b-instruct-q4_k_m-00002-of-00002.gguf",
+    ]
+    assert release.main_file == "qwen2.5-7b-instruct-q4_k_m-00001-of-00002.gguf"
+
+
+def test_vision_model_brings_its_mmproj(catalog):
+    release = catalog.resolve("qwen2.5-vl:3b-instruct")
+    roles = {f.file: f.role for f in release.files}
+    assert roles == {
+        "mmproj-Qwen2.5-VL-3B-Instruct-Q8_0.gguf": "mmproj",
+        "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf": "model",
+    }
+    assert release.main_file == "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf"
+    assert release.size > release.quant.size  # the projector counts in the download size
+
+
+def test_only_sourced_checksums_are_present(catalog):
+    with_sha = {f.file for r in catalog.releases() for f in r.files if f.sha256}
+    assert with_sha == {
+        "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf",
+        "mmproj-Qwen2.5-VL-3B-Instruct-Q8_0.gguf",
+    }
+
+
+@pytest.mark.parametrize(
+    ("typed", "resolved"),
+    [
+        ("qwen2.5:1.5b-instruct-q4_k_m", "qwen2.5:1.5b-instruct-q4_k_m"),
+        ("qwen2.5:1.5b-instruct-q8_0", "qwen2.5:1.5b-instruct-q8_0"),
+        ("qwen2.5:1.5b-instruct", "qwen2.5:1.5b-instruct-q4_k_m"),
+        ("qwen2.5:1.5b", "qwen2.5:1.5b-instruct-q4_k_m"),
+        ("  Qwen2.5-Coder:7B-Instruct ", "qwen2.5-coder:7b-instruct-q4_k_m"),
+    ],
+)
+def test_resolve_names(catalog, typed, resolved):
+    assert catalog.resolve(typed).name == resolved
+
+
+def test_unknown_quantization_lists_the_available_ones(catalog):
+    with pytest.raises(CatalogError, match=r"qwen3:0.6b has no quantization 'q4_k_m'.*available: q8_0"):
+        catalog.resolve("qwen3:0.6b-q4_k_m")
+
+
+def test_unknown_name_suggests_close_ones(catalog):
+    with pytest.raises(CatalogError, match="Did you mean qwen2.5:1.5b-instruct") as info:
+        catalog.resolve("qwen2.5:1.5b-instrct")
+    assert info.value.status == 404 and "qwendesk catalog" in info.value.message
+
+
+def test_hub_urls():
+    assert (
+        file_url("Qwen/Qwen2.5-1.5B-Instruct-GGUF", "a.gguf", "huggingface", "https://huggingface.co/")
+        == "https://huggingface.co/Qwen/Qwen2.5-1.5B-Instruct-GGUF/resolve/main/a.gguf"
+    )
+    assert (
+        file_url("Qwen/Qwen2.5-1.5B-Instruct-GGUF", "a.gguf", "modelscope", "https://modelscope.cn")
+        == "https://modelscope.cn/models/Qwen/Qwen2.5-1.5B-Instruct-GGUF/resolve/master/a.gguf"
+    )
+
+
+def test_memory_estimate_is_size_x_1_2_plus_kv_cache(catalog):
+    release = catalog.resolve("qwen2.5:7b-instruct")
+    kv = kv_cache_bytes(release.model.arch, 4096)
+    assert kv == 2 * 28 * 4 * 128 * 4096 * 2  # K+V, 28 layers, 4 KV heads, head dim 128, f16
+    estimate = estimate_memory(release, 4096)
+    assert estimate == int(release.size * 1.2) + kv
+    assert fits(release, 4096, estimate + 1) and not fits(release, 4096, estimate)
+
+
+def test_user_catalog_file_adds_entries(tmp_path):
+    extra = tmp_path / "mine.json"
+    extra.write_text(
+        json.dumps(
+            {
+                "models": [
+                    {
+                        "name": "mine:1b",
+                        "repos": {"huggingface": "me/Mine-GGUF", "modelscope": None},
+                        "arch": {"layers": 2, "kv_heads": 1, "head_dim": 8, "context_length": 512},
+                        "default": "q8_0",
+                        "quantizations": {"q8_0": {"size": 1000, "files": [{"file": "mine.gguf"}]}},
+                    }
+                ]
+            }
+        )
+    )
+    catalog = load_catalog(extra)
+    release = catalog.resolve("mine:1b")
+    assert release.name == "mine:1b-q8_0" and "qwen3:4b" in catalog.models
+    assert release.model.repo("modelscope") == "me/Mine-GGUF"  # no mirror: falls back to the other hub
+
+
+def test_broken_catalog_file_is_a_clear_error(tmp_path):
+    extra = tmp_path / "bad.json"
+    extra.write_text('{"models": [{"name": "x"}]}')
+    with pytest.raises(CatalogError, match="is malformed"):
+        load_catalog(extra)
+
+
+def test_human_size():
+    assert human_size(1117320736) == "1.1 GB"
+    assert human_size(491_000_000) == "491 MB"
+    assert human_size(12) == "12 B"
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="qwendesk")
+    register(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args, load_settings())
+
+
+def test_catalog_command_json(capsys):
+    assert run(["catalog", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    rows = {row["name"]: row for row in data["models"]}
+    assert data["available_memory"] > 0 and data["n_ctx"] == 4096
+    tiny, big = rows["qwen2.5:0.5b-instruct-q4_k_m"], rows["qwen3:8b-q8_0"]
+    assert tiny["default"] and tiny["fits"] is (tiny["memory_estimate"] < data["available_memory"])
+    assert big["memory_estimate"] > 8.71e9 * 1.2
+    assert rows["qwen2.5:1.5b-instruct-q4_k_m"]["repo"] == "Qwen/Qwen2.5-1.5B-Instruct-GGUF"
+
+
+def test_catalog_command_table(capsys):
+    assert run(["catalog"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2.5:1.5b-instruct-q4_k_m *" in out and "qwen2.5-vl:3b-instruct-q8_0" in out
+    assert "FITS" in out and "estimate" in out

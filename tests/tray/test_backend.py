@@ -1,0 +1,88 @@
+"""The pystray adapter: rendering specs to pystray menus, macOS template images, UI-thread calls."""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
+
+from qwendesk.tray import backend
+from qwendesk.tray.menu import SEPARATOR, MenuItemSpec
+
+
+def test_render_menu_maps_every_field(pystray_dummy: ModuleType) -> None:
+    clicked: list[str] = []
+    specs = [
+        MenuItemSpec("Status", enabled=False),
+        SEPARATOR,
+        MenuItemSpec("qwen", "stop:qwen", checked=True),
+        MenuItemSpec("other", "start:other", checked=False),
+        MenuItemSpec("busy — starting…", checked=False, enabled=False),
+        MenuItemSpec("Open Chat", "open_chat", default=True),
+    ]
+    menu = pystray_dummy.Menu(*backend.render_menu(pystray_dummy, specs, clicked.append))
+    items = list(menu)
+    assert [i.text for i in items] == ["Status", "- - - -", "qwen", "other", "busy — starting…", "Open Chat"]
+    assert items[1] is pystray_dummy.Menu.SEPARATOR
+    assert [i.checked for i in items] == [None, None, True, False, False, None]
+    assert [i.enabled for i in items] == [False, True, True, True, False, True]
+    assert items[5].default
+    items[2](None)
+    items[5](None)
+    menu(None)  # activating the icon runs the default item
+    assert clicked == ["stop:qwen", "open_chat", "open_chat"]
+
+
+def test_template_icon_class_marks_the_image_as_template() -> None:
+    class FakeNSImage:
+        def __init__(self) -> None:
+            self.template = False
+
+        def isTemplate(self) -> bool:  # noqa: N802 - AppKit's spelling
+            return self.template
+
+        def setTemplate_(self, value: bool) -> None:  # noqa: N802
+            self.template = value
+
+    class Button:
+        image: Any = None
+
+        def setImage_(self, image: Any) -> None:  # noqa: N802
+            self.image = image
+
+    class StatusItem:
+        def __init__(self) -> None:
+            self._button = Button()
+
+        def button(self) -> Button:
+            return self._button
+
+    class DarwinIcon:
+        def __init__(self) -> None:
+            self._status_item = StatusItem()
+            self._icon_image: Any = None
+
+        def _assert_image(self) -> None:
+            self._icon_image = FakeNSImage()
+            self._status_item.button().setImage_(self._icon_image)
+
+    icon = backend.template_icon_class(DarwinIcon)()
+    icon._assert_image()
+    assert icon._icon_image.template is True
+    assert icon._status_item.button().image is icon._icon_image
+
+
+def test_icon_class_is_plain_off_macos(pystray_dummy: ModuleType) -> None:
+    assert backend.icon_class(pystray_dummy, platform="linux") is pystray_dummy.Icon
+    # On darwin only pystray's darwin Icon is wrapped; another backend stays as it is.
+    assert backend.icon_class(pystray_dummy, platform="darwin") is pystray_dummy.Icon
+
+
+def test_ui_caller_calls_directly_off_macos() -> None:
+    calls: list[int] = []
+    backend.ui_caller("linux")(lambda: calls.append(1))
+    assert calls == [1]
+
+
+def test_hide_dock_icon_is_a_no_op_elsewhere() -> None:
+    backend.hide_dock_icon("linux")
+    backend.hide_dock_icon("darwin")  # no AppKit here: must not raise
