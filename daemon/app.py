@@ -33,7 +33,9 @@ def error_response(path: str, status: int, message: str, code: str) -> JSONRespo
     return JSONResponse(body, status_code=status)
 
 
-def create_app(settings: Settings, manager: ModelManager, on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, manager: ModelManager, on_shutdown: Callable[[], None] | None = None
+) -> FastAPI:
     """Build the app around a manager; `on_shutdown` is what POST /api/shutdown calls."""
 
     @asynccontextmanager
@@ -57,7 +59,8 @@ def create_app(settings: Settings, manager: ModelManager, on_shutdown: Callable[
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}"
+            for err in exc.errors()
         )
         return error_response(request.url.path, 400, f"Bad request: {problems}", "bad_request")
 
@@ -69,7 +72,10 @@ def create_app(settings: Settings, manager: ModelManager, on_shutdown: Callable[
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(
-            request.url.path, 500, f"Internal error: {exc}. See the daemon log in {settings.log_dir}.", "internal"
+            request.url.path,
+            500,
+            f"Internal error: {exc}. See the daemon log in {settings.log_dir}.",
+            "internal",
         )
 
     for name in ROUTERS:

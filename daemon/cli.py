@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points, version
 from typing import Any
 
+from qwendesk.models.commands import register as register_model_commands
+
 from . import config
 from .client import DaemonClient
 from .config import Settings
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(serve, [n for n in config.FIELDS if n not in GLOBAL_SETTINGS])
     serve.set_defaults(func=cmd_serve)
 
-    run = sub.add_parser("run", help="run the app: the tray (which starts the daemon); the daemon alone without a display")
+    run = sub.add_parser(
+        "run", help="run the app: the tray (which starts the daemon); the daemon alone without a display"
+    )
     run.set_defaults(func=cmd_run, choices=sub.choices)
     sub.add_parser("status", help="daemon, Xinference and accelerator status").set_defaults(func=cmd_status)
     sub.add_parser("models", help="list the models in the models folders").set_defaults(func=cmd_models)
@@ -77,22 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     path.add_argument("which", choices=["models", "home", "config", "logs"])
     path.set_defaults(func=cmd_path)
 
-    sub.add_parser("shutdown", help="stop the daemon, Xinference and every model").set_defaults(func=cmd_shutdown)
+    sub.add_parser("shutdown", help="stop the daemon, Xinference and every model").set_defaults(
+        func=cmd_shutdown
+    )
 
-    try:
-        from qwendesk.models.commands import register as register_model_commands
-    except ModuleNotFoundError:  # TODO(lead): models.commands lands with the catalog work
-        register_model_commands = None
-    if register_model_commands:
-        register_model_commands(sub)
+    register_model_commands(sub)
     for ep in entry_points(group="qwendesk.commands"):
         try:
             ep.load()(sub)
         except ImportError as exc:  # an optional part (e.g. the tray without pystray) is not installed
-            sub.add_parser(ep.name, help=f"(unavailable: {exc})").set_defaults(func=_unavailable(ep.name, exc))
+            sub.add_parser(ep.name, help=f"(unavailable: {exc})").set_defaults(
+                func=_unavailable(ep.name, exc)
+            )
     # Global flags also work after the command (`qwendesk serve --port N`); SUPPRESS keeps the earlier value.
     for command in sub.choices.values():
-        _add_setting_flags(command, [n for n in GLOBAL_SETTINGS if config.flag_name(n) not in command._option_string_actions], default=argparse.SUPPRESS)
+        _add_setting_flags(
+            command,
+            [n for n in GLOBAL_SETTINGS if config.flag_name(n) not in command._option_string_actions],
+            default=argparse.SUPPRESS,
+        )
     return parser
 
 
@@ -134,7 +141,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         st = client.status()
     sup, acc, mem = st["supervisor"], st["accelerator"], st["memory"]
     print(f"qwendesk {st['version']} at {settings.url}")
-    print(f"xinference: {sup['state']} ({sup['mode']}{', ' + sup['endpoint'] if sup.get('endpoint') else ''})")
+    print(
+        f"xinference: {sup['state']} ({sup['mode']}{', ' + sup['endpoint'] if sup.get('endpoint') else ''})"
+    )
     if sup.get("error"):
         print(f"  error: {sup['error']}")
     print(f"accelerator: {acc['name']}")
@@ -165,7 +174,9 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as client:
-        m = client.start(args.name, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_parallel=args.n_parallel)
+        m = client.start(
+            args.name, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_parallel=args.n_parallel
+        )
     print(f"{m['name']} is {m['state']} (context {m.get('n_ctx')} tokens). Use it at {settings.url}/v1")
     return 0
 

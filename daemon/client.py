@@ -62,7 +62,9 @@ class DaemonClient:
             extra = {"timeout": timeout} if timeout is not None else {}
             response = self._http.request(method, path, **kwargs, **extra)
         except httpx.ConnectError as exc:
-            raise DaemonNotRunning(f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}") from exc
+            raise DaemonNotRunning(
+                f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}"
+            ) from exc
         except httpx.TimeoutException as exc:
             raise DaemonNotRunning(
                 f"The qwendesk daemon at {self.base_url} did not answer in time ({exc.__class__.__name__})."
@@ -127,16 +129,28 @@ class DaemonClient:
 
     def events(self, timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (event, data) from GET /api/events until the connection ends."""
+        yield from self._stream("GET", "/api/events", timeout=timeout)
+
+    def pull(self, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Download a catalog model into the models folder: yields `progress`, then `done` or `error`."""
+        yield from self._stream("POST", "/api/pull", json={"name": name})
+
+    def _stream(
+        self, method: str, path: str, timeout: float | None = None, **kwargs: Any
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield (event, data) pairs of a server-sent-events response."""
         try:
             with self._http.stream(
-                "GET", "/api/events", timeout=httpx.Timeout(10, read=timeout)
+                method, path, timeout=httpx.Timeout(10, read=timeout), **kwargs
             ) as response:
                 if not response.is_success:
                     response.read()
                     self._decode(response)
                 yield from _parse_sse(response.iter_lines())
         except httpx.ConnectError as exc:
-            raise DaemonNotRunning(f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}") from exc
+            raise DaemonNotRunning(
+                f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}"
+            ) from exc
 
 
 def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -34,7 +34,8 @@ class Settings(BaseModel):
     host: str = Field("127.0.0.1", description="Address the daemon listens on. Keep it on loopback.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port of the daemon's HTTP API.")
     models_dirs: list[Path] = Field(
-        default_factory=list, description="Folders watched for *.gguf files (default: <data>/models)."
+        default_factory=list,
+        description="Folders watched for .gguf files (default: the models folder in the data folder).",
     )
     token: str | None = Field(
         None, description="Bearer token every /api and /v1 request must carry (off when empty)."
@@ -48,17 +49,21 @@ class Settings(BaseModel):
     xinference_endpoint: str | None = Field(
         None, description="Use this Xinference supervisor (e.g. a cluster) instead of starting one."
     )
-    xinference_api_key: str | None = Field(None, description="API key for a remote Xinference endpoint.")
+    xinference_api_key: str | None = Field(
+        None,
+        description="Credentials for a remote Xinference with auth on: an admin's `username:password` (needed to"
+        " register and launch), or an `xf-` key (listing and chat only).",
+    )
     supervisor_start: Literal["lazy", "eager"] = Field(
         "lazy", description="Start the embedded Xinference on the first model start (lazy) or at once."
     )
     keep_alive: float = Field(
         300.0,
         ge=0,
-        description="Seconds the embedded Xinference stays up with no model running (0 = never stop).",
+        description="Idle seconds before a model started on demand stops, and then the embedded Xinference (0 = never).",
     )
     supervisor_timeout: float = Field(
-        120.0, gt=0, description="Seconds to wait for the embedded Xinference to answer."
+        300.0, gt=0, description="Seconds to wait for the embedded Xinference to answer."
     )
     n_ctx: int = Field(4096, ge=256, description="Context length per request (tokens) for a started model.")
     n_parallel: int = Field(1, ge=1, le=64, description="Requests a model serves at once (llama.cpp slots).")
@@ -67,7 +72,9 @@ class Settings(BaseModel):
     )
     n_threads: int | None = Field(None, ge=1, description="CPU threads per model (default: physical cores).")
     cache_ram_mib: int = Field(
-        256, ge=0, description="llama.cpp prompt-cache budget per model in MiB (Xinference's default is 8192)."
+        256,
+        ge=0,
+        description="llama.cpp prompt-cache budget per model in MiB (Xinference's default is 8192).",
     )
     auto_start: bool = Field(
         True, description="A /v1 request naming a stopped model starts it (like Ollama)."
@@ -78,7 +85,8 @@ class Settings(BaseModel):
     huggingface_endpoint: str = Field("https://huggingface.co", description="Hugging Face hub base URL.")
     modelscope_endpoint: str = Field("https://modelscope.cn", description="ModelScope hub base URL.")
     catalog_file: Path | None = Field(
-        None, description="JSON file of extra `qwendesk pull` catalog entries (same format as the built-in one)."
+        None,
+        description="JSON file of extra `qwendesk pull` catalog entries (same format as the built-in one).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Daemon log level.")
 
@@ -182,15 +190,11 @@ def _from_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"Could not read the config file {path}: {exc}. Fix or remove it.") from exc
     unknown = sorted(set(data) - set(FIELDS))
     if unknown:
-        raise ConfigError(
-            f"Unknown setting(s) {', '.join(unknown)} in {path}. Known: {', '.join(FIELDS)}."
-        )
+        raise ConfigError(f"Unknown setting(s) {', '.join(unknown)} in {path}. Known: {', '.join(FIELDS)}.")
     return data
 
 
-def load_settings(
-    flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Merge defaults < config file < environment < flags into one Settings."""
     env = os.environ if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -203,10 +207,10 @@ def load_settings(
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"Invalid settings ({problems}). Check {probe.config_file} and QWENDESK_* variables.") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+        raise ConfigError(
+            f"Invalid settings ({problems}). Check {probe.config_file} and QWENDESK_* variables."
+        ) from exc
 
 
 def describe() -> list[dict[str, str]]:
@@ -224,3 +228,16 @@ def describe() -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def markdown_table() -> str:
+    """The settings as a markdown table (README.md embeds it; a test keeps the two in step)."""
+    lines = ["| setting | environment | flag | default | meaning |", "|---|---|---|---|---|"]
+    for r in describe():
+        default = f"`{r['default']}`" if r["default"] else ""
+        lines.append(f"| `{r['name']}` | `{r['env']}` | `{r['flag']}` | {default} | {r['help']} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -47,6 +47,7 @@ class ModelEntry:
     options: StartRequest = field(default_factory=StartRequest)
     n_ctx: int | None = None
     on_demand: bool = False  # started by a /v1 request, so stopped again when idle
+    relaunch: bool = False  # was running when Xinference crashed: start again once it is back
     busy: int = 0
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -217,21 +218,25 @@ class ModelManager:
         self._registered.clear()
         await self._register_all()
         for entry in list(self.models.values()):
-            if entry.state in (ModelState.RUNNING, ModelState.STARTING):
-                entry.state = ModelState.AVAILABLE
+            if entry.relaunch:
                 self._spawn(self._relaunch(entry), f"relaunch {entry.name}")
 
     async def _relaunch(self, entry: ModelEntry) -> None:
+        entry.relaunch = False
         with suppress(QwendeskError):
-            await self.start(entry.name, entry.options, on_demand=entry.on_demand)
+            await self._start(entry, entry.options, entry.on_demand)
 
     def _on_supervisor_state(self) -> None:
+        """Models lose their engine when Xinference dies: they are starting again, or in error if it gave up."""
         self.events.publish("status", self.status())
-        if self.supervisor.state == "failed":
-            for entry in self.models.values():
-                if entry.state in (ModelState.RUNNING, ModelState.STARTING):
-                    entry.uid = None
-                    self._set(entry, ModelState.ERROR, self.supervisor.view().error)
+        state = self.supervisor.state
+        for entry in self.models.values():
+            if state == "restarting" and entry.state == ModelState.RUNNING:
+                entry.uid, entry.relaunch = None, True
+                self._set(entry, ModelState.STARTING)
+            elif state == "failed" and entry.state in (ModelState.RUNNING, ModelState.STARTING):
+                entry.uid, entry.relaunch = None, False
+                self._set(entry, ModelState.ERROR, self.supervisor.view().error)
 
     # ---- queries ---------------------------------------------------------------------------------
     def find(self, model_id: str) -> ModelEntry:
@@ -370,7 +375,8 @@ class ModelManager:
                 raise Conflict(f"{entry.name} is in error: {entry.error or entry.files.error}")
             if not self.settings.auto_start and entry.state != ModelState.STARTING:
                 raise Conflict(f"{entry.name} is not running. Start it with `qwendesk start {entry.name}`.")
-            await self._start(entry, entry.options, on_demand=entry.state != ModelState.STARTING)
+            on_demand = entry.on_demand if entry.state == ModelState.STARTING else True
+            await self._start(entry, entry.options, on_demand)
         client = self.supervisor.client
         if entry.uid is None or client is None:
             raise Conflict(f"{entry.name} stopped while the request was waiting for it; try again.")

@@ -197,7 +197,7 @@ def _read(path: Path, roots: list[Path], now: float) -> tuple[GGUFInfo | None, s
             False,
         )
     try:
-        return read_gguf(target), None, False
+        return _read_cached(target), None, False
     except ModelFileError as exc:
         incomplete = "truncated" in exc.message or "is empty" in exc.message
         try:
@@ -205,6 +205,22 @@ def _read(path: Path, roots: list[Path], now: float) -> tuple[GGUFInfo | None, s
         except OSError:
             recent = False
         return None, exc.message, incomplete and recent
+
+
+_INFO_CACHE: dict[tuple[Path, int, int], GGUFInfo] = {}
+
+
+def _read_cached(path: Path) -> GGUFInfo:
+    """read_gguf, skipped when size and mtime are unchanged (a rescan re-reads only what changed)."""
+    st = path.stat()
+    key = (path, st.st_size, st.st_mtime_ns)
+    info = _INFO_CACHE.get(key)
+    if info is None:
+        info = read_gguf(path)
+        if len(_INFO_CACHE) > 512:
+            _INFO_CACHE.clear()
+        _INFO_CACHE[key] = info
+    return info
 
 
 def _stat(paths: list[Path]) -> tuple[int, float]:

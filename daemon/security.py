@@ -93,7 +93,9 @@ async def _preflight(send: Send, origin: str) -> None:
 async def _deny(send: Send, path: str, status: int, message: str) -> None:
     """Reject with the error shape the route family uses (OpenAI's for /v1)."""
     if path.startswith("/v1"):
-        body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "code": status}}
+        body: dict[str, Any] = {
+            "error": {"message": message, "type": "invalid_request_error", "code": status}
+        }
     else:
         body = {"error": message}
     payload = json.dumps(body).encode()

@@ -303,15 +303,15 @@ class EmbeddedSupervisor(Supervisor):
             async with self._lock:
                 if self._stopping:
                     return None
-                if self.state == "running" and self.client is not None:
-                    return failures  # a start() call got there first
-                try:
-                    await self._launch()
-                except QwendeskError as exc:
-                    log.warning("Restart %d of Xinference failed: %s", failures, exc.message)
-                    failures += 1
-                    continue
-                await self._set_state("running")
+                # Unless a start() call got there first, launch; either way the manager must relaunch models.
+                if not (self.state == "running" and self.client is not None):
+                    try:
+                        await self._launch()
+                    except QwendeskError as exc:
+                        log.warning("Restart %d of Xinference failed: %s", failures, exc.message)
+                        failures += 1
+                        continue
+                    await self._set_state("running")
             await self._notify_restarted()
             return failures
         return None

@@ -47,7 +47,9 @@ class RunKey:
         line = self.command_line()
         if self._read(RUN_KEY, APP_ID) != line:
             try:
-                with self.reg.CreateKeyEx(self.reg.HKEY_CURRENT_USER, RUN_KEY, 0, self.reg.KEY_SET_VALUE) as key:
+                with self.reg.CreateKeyEx(
+                    self.reg.HKEY_CURRENT_USER, RUN_KEY, 0, self.reg.KEY_SET_VALUE
+                ) as key:
                     self.reg.SetValueEx(key, APP_ID, 0, self.reg.REG_SZ, line)
             except OSError as exc:
                 raise AutostartError(f"Could not write HKCU\\{RUN_KEY}\\{APP_ID}: {exc}.") from exc

@@ -162,7 +162,9 @@ def write_file(path: Path, data: bytes) -> bool:
         partial.write_bytes(data)
         os.replace(partial, path)
     except OSError as exc:
-        raise AutostartError(f"Could not write {path}: {exc.strerror or exc}. Check that folder's permissions.") from exc
+        raise AutostartError(
+            f"Could not write {path}: {exc.strerror or exc}. Check that folder's permissions."
+        ) from exc
     return True
 
 

@@ -53,7 +53,7 @@ def handler(args: argparse.Namespace, settings: Any) -> int:
 def render(status: autostart.AutostartStatus) -> str:
     """Human-readable status."""
     state = "on" if status.installed else "off"
-    loaded = {True: "yes", False: "no", None: "unknown on this platform"}[status.loaded]
+    loaded = {True: "yes", False: "no", None: "unknown (this platform cannot tell)"}[status.loaded]
     lines = [f"Start at login: {state}", f"Loaded now: {loaded}"]
     lines += [f"  {path}" for path in status.paths]
     if status.detail:

@@ -321,7 +321,9 @@ def convert_checkpoint(
         raise ModelFileError(
             f"Unknown type {out_type!r}; choose one of {', '.join([*DIRECT_TYPES, *QUANT_TYPES])}."
         )
-    refuse_existing(out, force=force)  # before the long f16 pass, not after it
+    # Fail on bad input, an existing output or a missing quantizer before the long f16 pass, not after it.
+    read_config(hf_dir)
+    refuse_existing(out, force=force)
     load_llama_cpp()
     f16 = part_path(out.with_name(f".{out.stem}.f16.gguf"))
     try:

@@ -14,7 +14,7 @@ from .convert_output import ProgressFn
 CONVERT_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m", "q5_k_m")
 QUANTIZE_TYPES = ("q4_0", "q4_k_m", "q5_k_m", "q8_0")
 DIRECT_TYPES = ("f16", "bf16", "f32", "q8_0")  # written by the converter itself, no llama.cpp pass
-_TYPE_SUFFIX = re.compile(r"[-.](f32|f16|bf16|q\d(_\d|_k(_[sml])?)?)$", re.IGNORECASE)
+_TYPE_SUFFIX = re.compile(r"[-.](fp?32|fp?16|bf16|q\d(_\d|_k(_[sml])?)?)$", re.IGNORECASE)
 LANDED = "The daemon registers files in the models folder by itself; the model is ready to start and chat."
 
 

@@ -13,7 +13,7 @@ import sys
 import threading
 import webbrowser
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -87,7 +87,7 @@ class TrayApp:
         self._launch_lock = threading.Lock()
         self._launching = False
         self._state = TrayState()
-        self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="qwendesk-tray-worker")
+        self._futures: list[Future] = []
         self._follower: EventFollower | None = None
         self._child: subprocess.Popen | None = None
         self._shown_icon: IconState | None = None
@@ -131,7 +131,6 @@ class TrayApp:
     def create_icon(self, pystray: ModuleType | None = None) -> Any:
         """Build the pystray Icon (not yet shown) with a menu rendered from the current state."""
         self.pystray = pystray or backend.load_pystray()
-        self.update(lambda s: with_autostart(s, self._login.is_enabled()))
         menu = self.pystray.Menu(lambda: backend.render_menu(self.pystray, self.menu_specs(), self.on_action))
         state = self.state
         kind = icon_state(state)
@@ -202,28 +201,49 @@ class TrayApp:
         if self._follower is None:
             self._follower = EventFollower(self._client_factory, self.on_event, self.on_down)
             self._follower.start()
+        # The login-item probe may run systemctl/launchctl: off the UI thread, the item greyed until then.
+        self.submit(self.read_autostart)
         if self._start_daemon:
             self.submit(self.ensure_daemon)
+
+    def read_autostart(self) -> None:
+        enabled = self._login.is_enabled()
+        self.update(lambda s: with_autostart(s, enabled))
 
     def stop_background(self) -> None:
         if self._follower is not None:
             self._follower.stop()
-        self._workers.shutdown(wait=False, cancel_futures=True)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
-        """Run slow work (HTTP calls, launching) off the UI thread; errors become notifications."""
+        """Run slow work (HTTP calls, launching) off the UI thread; errors become notifications.
 
-        def guarded() -> Any:
+        One daemon thread per click, not a pool: a stop that takes minutes must not keep the
+        process alive after Quit (pool threads are joined at interpreter exit).
+        """
+        future: Future = Future()
+
+        def guarded() -> None:
+            future.set_running_or_notify_cancel()
             try:
-                return fn(*args)
+                future.set_result(fn(*args))
+                return
             except QwendeskError as exc:
                 self.notify(Notice("qwendesk", exc.message))
             except Exception as exc:
                 log.exception("tray action failed")
                 self.notify(Notice("qwendesk", f"Something went wrong: {exc}. See the tray log."))
-            return None
+            future.set_result(None)
 
-        return self._workers.submit(guarded)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()] + [future]
+        threading.Thread(target=guarded, name="qwendesk-tray-worker", daemon=True).start()
+        return future
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait for every click submitted so far (tests, and an orderly quit)."""
+        with self._lock:
+            pending = list(self._futures)
+        wait(pending, timeout=timeout)
 
     # ---- the daemon ----------------------------------------------------------------------------
     def ensure_daemon(self) -> bool:
@@ -311,4 +331,4 @@ class TrayApp:
         if self._follower is not None:
             self._follower.stop()
         if self.icon is not None:
-            self.icon.stop()
+            self._ui_call(self.icon.stop)  # AppKit wants this on the main thread

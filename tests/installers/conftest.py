@@ -88,7 +88,9 @@ class FakeSystemctl:
         return done(argv)
 
     def verbs(self) -> list[str]:
-        return [" ".join(c[2:]) for c in self.calls if c[2] not in ("show-environment", "is-enabled", "is-active")]
+        return [
+            " ".join(c[2:]) for c in self.calls if c[2] not in ("show-environment", "is-enabled", "is-active")
+        ]
 
 
 class FakeLaunchctl:

@@ -22,7 +22,9 @@ def make(settings, user_home: Path, launchctl: FakeLaunchctl):
 
 
 def test_plist_round_trips_with_the_right_keys(settings, awkward_home: Path) -> None:
-    data = plistlib.loads(plistlib.dumps(launch_agent([PROGRAM, "tray"], autostart.entry_env(settings), settings.log_dir)))
+    data = plistlib.loads(
+        plistlib.dumps(launch_agent([PROGRAM, "tray"], autostart.entry_env(settings), settings.log_dir))
+    )
     assert data["Label"] == autostart.LABEL
     assert data["ProgramArguments"] == [PROGRAM, "tray"]  # an array: no shell quoting involved
     assert data["RunAtLoad"] is True
@@ -47,7 +49,12 @@ def test_enable_writes_plist_and_now_bootstraps_it(settings, user_home: Path) ->
     assert launchctl.verbs() == [] and status.installed and status.loaded is False
 
     status = make(settings, user_home, launchctl).enable(now=True)
-    assert [c for c in launchctl.calls if c[1] != "print"][-1] == ["launchctl", "bootstrap", "gui/501", str(path)]
+    assert [c for c in launchctl.calls if c[1] != "print"][-1] == [
+        "launchctl",
+        "bootstrap",
+        "gui/501",
+        str(path),
+    ]
     assert status.loaded is True
 
     launchctl.calls.clear()
@@ -59,7 +66,9 @@ def test_enable_now_reloads_a_changed_plist(settings, user_home: Path) -> None:
     launchctl = FakeLaunchctl()
     make(settings, user_home, launchctl).enable(now=True)
     path = user_home / "Library/LaunchAgents" / f"{autostart.LABEL}.plist"
-    path.write_bytes(plistlib.dumps({"Label": autostart.LABEL, "ProgramArguments": ["/old/qwendesk", "tray"]}))
+    path.write_bytes(
+        plistlib.dumps({"Label": autostart.LABEL, "ProgramArguments": ["/old/qwendesk", "tray"]})
+    )
     assert make(settings, user_home, launchctl).status().stale
     launchctl.calls.clear()
     status = make(settings, user_home, launchctl).enable(now=True)
@@ -83,7 +92,11 @@ def test_status_without_launchctl_says_unknown(settings, user_home: Path) -> Non
     from .conftest import done
 
     agent = autostart.for_platform(
-        settings, platform="darwin", home=user_home, runner=lambda argv: done(argv, 127), command=lambda r: ["/x", r]
+        settings,
+        platform="darwin",
+        home=user_home,
+        runner=lambda argv: done(argv, 127),
+        command=lambda r: ["/x", r],
     )
     status = agent.status()
     assert status.loaded is None and not status.installed and "unknown" in status.detail

@@ -3,6 +3,7 @@ answer, stop it, disable, and check nothing is left (files or processes)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -47,10 +48,8 @@ def ours(home: Path) -> list[psutil.Process]:
 
 def kill_all(procs: list[psutil.Process]) -> None:
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     psutil.wait_procs(procs, timeout=10)
 
 
@@ -97,6 +96,13 @@ def is_tray(proc: psutil.Process) -> bool:
         return False
 
 
+def describe(proc: psutil.Process) -> str:
+    try:
+        return f"{proc.pid} {proc.status()} {' '.join(proc.cmdline())}"
+    except psutil.Error:
+        return str(proc.pid)
+
+
 def stop_and_disable(login: dict) -> None:
     """Shut the daemon down over its API, quit the tray (SIGTERM), disable; nothing may remain."""
     httpx.post(f"{login['url']}/api/shutdown", timeout=60)
@@ -104,6 +110,7 @@ def stop_and_disable(login: dict) -> None:
     while [p for p in ours(login["home"]) if not is_tray(p)] and time.monotonic() < deadline:
         time.sleep(0.5)
     daemons = [p for p in ours(login["home"]) if not is_tray(p)]
+    described = [describe(p) for p in daemons]
     for tray in ours(login["home"]):
         tray.terminate()
     psutil.wait_procs(ours(login["home"]), timeout=20)
@@ -112,7 +119,7 @@ def stop_and_disable(login: dict) -> None:
     result = cli(login, "autostart", "disable", "--now")
     assert result.returncode == 0, result.stderr
     assert tree(login["user_home"]) == login["before"], "disable left files behind"
-    assert not daemons, "the daemon did not exit after /api/shutdown"
+    assert not daemons, f"still running 60 s after /api/shutdown: {described}"
     assert not leftovers, "processes survived the tray's SIGTERM"
 
 
@@ -127,7 +134,9 @@ def test_daemon_unit_command_serves_and_stops_cleanly(login: dict) -> None:
     assert argv[-1] == "serve" and Path(argv[0]).is_file()
     name, _, value = split_systemd(service["Environment"], exec_line=False)[0].partition("=")
     env = session_env(login["user_home"], **{name: value})
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     try:
         wait_health(login["url"], proc)
         httpx.post(f"{login['url']}/api/shutdown", timeout=60)
@@ -154,7 +163,11 @@ def test_desktop_entry_starts_tray_and_daemon(login: dict) -> None:
     assert status.returncode == 0 and str(entry_path) in status.stdout
 
     display = f":{free_port() % 1000 + 100}"
-    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"], start_new_session=True)
+    xvfb = subprocess.Popen(
+        ["Xvfb", display, "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        env=session_env(login["user_home"]),  # not our QWENDESK_HOME: ours() must not count it
+        start_new_session=True,
+    )
     try:
         time.sleep(1)
         env = session_env(login["user_home"], DISPLAY=display)

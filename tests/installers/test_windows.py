@@ -94,7 +94,10 @@ def make(settings, registry: FakeWinreg, spawns=None):
         home=Path("C:/Users/Jo Doe"),
         spawner=spawns if spawns is not None else (lambda argv, env: None),
         command=lambda role: autostart.launch_command(
-            role, executable=PYTHONW.replace("pythonw", "python"), platform="win32", frozen=False,
+            role,
+            executable=PYTHONW.replace("pythonw", "python"),
+            platform="win32",
+            frozen=False,
             exists=lambda p: True,
         ),
     )
@@ -102,7 +105,11 @@ def make(settings, registry: FakeWinreg, spawns=None):
 
 def test_launch_command_uses_pythonw_without_console() -> None:
     argv = autostart.launch_command(
-        "tray", executable=PYTHONW.replace("pythonw", "python"), platform="win32", frozen=False, exists=lambda p: True
+        "tray",
+        executable=PYTHONW.replace("pythonw", "python"),
+        platform="win32",
+        frozen=False,
+        exists=lambda p: True,
     )
     assert argv == [PYTHONW, "-m", "qwendesk.daemon", "tray"]
     fallback = autostart.launch_command(
@@ -120,7 +127,7 @@ def test_run_value_quotes_paths_and_carries_the_home(settings, awkward_home: Pat
     assert status.installed and status.loaded is None and status.paths == (f"HKCU\\{RUN_KEY}\\qwendesk",)
 
 
-@pytest.mark.parametrize("arg", ['C:\\a b\\', 'say "hi"', "tab\there", "trailing\\\\", ""])
+@pytest.mark.parametrize("arg", ["C:\\a b\\", 'say "hi"', "tab\there", "trailing\\\\", ""])
 def test_windows_quoting_round_trips(arg: str) -> None:
     assert split_windows(run_command_line(["C:\\p y\\pythonw.exe", arg, "tray"], {})) == [
         "C:\\p y\\pythonw.exe",

@@ -161,6 +161,41 @@ def test_registrable_by_the_daemon_scan(gguf_of, tmp_path: Path) -> None:
     assert registration_spec(model)
 
 
+def test_transformers_4_config_with_yarn_rope_scaling(hf_dirs, tmp_path: Path) -> None:
+    """Real Qwen2.5 configs put rope_theta at the top and may enable YaRN for 128k context."""
+    src = broken_copy(hf_dirs["qwen2"], tmp_path / "ckpt")
+    config = json.loads((src / "config.json").read_text())
+    config.pop("rope_parameters", None)
+    config |= {
+        "rope_theta": 500000.0,
+        "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768},
+    }
+    (src / "config.json").write_text(json.dumps(config))
+    meta = fields(convert_checkpoint(src, tmp_path / "yarn.gguf", "f16").path)
+    assert meta["qwen2.rope.freq_base"] == pytest.approx(500000.0)
+    assert meta["qwen2.rope.scaling.type"] == "yarn"
+    assert meta["qwen2.rope.scaling.factor"] == pytest.approx(4.0)
+    assert meta["qwen2.rope.scaling.original_context_length"] == 32768
+
+
+def test_default_output_names(tmp_path: Path) -> None:
+    from qwendesk.daemon.config import load_settings
+    from qwendesk.models.convert_command import default_output
+
+    settings = load_settings()
+    folder = settings.model_folders[0]
+    assert (
+        default_output(settings, "Qwen2.5-7B-Instruct", "q4_k_m")
+        == folder / "Qwen2.5-7B-Instruct-q4_k_m.gguf"
+    )
+    assert default_output(settings, "Qwen3-8B-f16", "q4_0") == folder / "Qwen3-8B-q4_0.gguf"
+    assert (
+        default_output(settings, "qwen2.5-0.5b-instruct-fp16", "q8_0").name
+        == "qwen2.5-0.5b-instruct-q8_0.gguf"
+    )
+    assert default_output(settings, "Qwen3-4B-Q8_0", "q4_k_m").name == "Qwen3-4B-q4_k_m.gguf"
+
+
 # ---- writing safely ------------------------------------------------------------------------------
 def test_writes_part_file_then_renames_and_reports_progress(hf_dirs, tmp_path: Path) -> None:
     out, seen = tmp_path / "m-f16.gguf", []
@@ -314,8 +349,10 @@ def test_llama_cpp_tokenizes_like_hugging_face(arch: str, hf_dirs, gguf_of) -> N
         assert llm.detokenize(expected, special=True).decode() == text
 
 
-# (type, max |logit difference| / max |logit|) measured: see the report; bounds keep a margin of ~3x.
-LOGIT_TOLERANCE = {"f32": 1e-4, "f16": 5e-3, "bf16": 2e-2, "q8_0": 3e-2}
+# Bound on max |logit difference| / max |logit| per type. Measured on these checkpoints (2 layers, random):
+# f32 ~1e-6, f16 ~1e-3, q8_0 ~3e-2 (llama.cpp also quantizes activations to 8 bits for q8_0 matmuls).
+LOGIT_TOLERANCE = {"f32": 1e-5, "f16": 5e-3, "q8_0": 8e-2}
+MIN_COSINE = {"f32": 0.999999, "f16": 0.9999, "q8_0": 0.999}
 
 
 @pytest.mark.convert
@@ -328,10 +365,14 @@ def test_logits_match_transformers(arch: str, out_type: str, hf_dirs, gguf_of) -
     got = llama_logits(gguf_of(arch, out_type), ids)
     assert got.shape == expected.shape
     rel = float(np.abs(got - expected).max() / np.abs(expected).max())
-    print(f"{arch} {out_type}: max|diff|/max|logit| = {rel:.2e}")
+    cosine = float((got * expected).sum() / np.linalg.norm(got) / np.linalg.norm(expected))
+    agree = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    print(
+        f"{arch} {out_type}: max|diff|/max|logit| = {rel:.2e}, cosine = {cosine:.7f}, argmax agree = {agree:.2f}"
+    )
     assert rel < LOGIT_TOLERANCE[out_type]
-    if out_type != "q8_0":
-        assert (got.argmax(-1) == expected.argmax(-1)).mean() >= 0.9
+    assert cosine > MIN_COSINE[out_type]
+    assert agree >= (1.0 if out_type == "f32" else 0.8)
 
 
 # ---- streaming: peak memory stays near one tensor ------------------------------------------------

@@ -79,7 +79,7 @@ def test_click_starts_without_blocking_and_cannot_be_doubled(
     entry = find(app, "qwen")
     assert entry.text == "qwen — starting…" and not entry.enabled
     client.gate.set()
-    app._workers.shutdown(wait=True)
+    app.wait_idle()
     assert client.calls == [("start", "qwen")]
     assert find(app, "qwen").text == "qwen — starting…"  # the answer (state starting) is shown
     app.on_event("model", model("qwen", "running"))
@@ -173,7 +173,9 @@ def test_open_models_folder(client: FakeClient, pystray_dummy: ModuleType) -> No
 def test_start_at_login_toggles(client: FakeClient, pystray_dummy: ModuleType) -> None:
     fake = FakeAutostart()
     app = make_app(client, pystray_dummy, login=LoginItem(load_settings(), module=fake))
-    assert find(app, "Start at Login").checked is False
+    assert not find(app, "Start at Login").enabled  # greyed until the (slow) probe has answered
+    app.read_autostart()
+    assert find(app, "Start at Login").checked is False and find(app, "Start at Login").enabled
     app.on_action("toggle_autostart").result(5)
     assert find(app, "Start at Login").checked is True and fake.installed
     app.on_action("toggle_autostart").result(5)
@@ -184,7 +186,7 @@ def test_quit_all_shuts_the_daemon_down(client: FakeClient, pystray_dummy: Modul
     app = make_app(client, pystray_dummy)
     snapshot(app)
     find(app, "Quit and Stop")(app.icon)
-    app._workers.shutdown(wait=True)
+    app.wait_idle()
     assert ("shutdown", None) in client.calls
 
 

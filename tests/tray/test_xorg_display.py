@@ -21,7 +21,7 @@ from .xdisplay import (
     tray_command,
     tray_window,
     wait_for,
-    window_name,
+    wait_title,
     x_env,
     xvfb,
 )
@@ -49,11 +49,7 @@ def test_icon_appears_and_says_the_daemon_is_down(tmp_path: Path, artifacts: Pat
         with spawn(argv, env, tmp_path / "tray.log") as tray:
             window = wait_for(lambda: tray_window(display), 60, "the tray icon window")
             assert "docked" in (tmp_path / "host.log").read_text()
-            wait_for(
-                lambda: window_name(display, window) == "qwendesk - daemon not running",
-                30,
-                "the icon title to say the daemon is down",
-            )
+            wait_title(display, window, "qwendesk - daemon not running", 30, tmp_path / "tray.log")
             # Both the whole screen (the test tray with our icon docked) and the icon alone.
             screenshot(display, artifacts / "tray-xorg-daemon-down.png")
             shot = screenshot(display, artifacts / "tray-xorg-icon-offline.png", window)
@@ -64,3 +60,30 @@ def test_icon_appears_and_says_the_daemon_is_down(tmp_path: Path, artifacts: Pat
     idle = mean_difference(shot, expected_icon(IconState.IDLE))
     assert offline < 3, f"the icon on screen is not our offline icon (mean diff {offline:.1f})"
     assert idle > offline + 5  # and it is told apart from the idle one
+
+
+@pytest.mark.e2e
+def test_icon_follows_a_real_daemon(daemon, tmp_path: Path, artifacts: Path) -> None:
+    """Against the real daemon: idle icon, then the running icon once SmolLM2 runs, then idle again."""
+    from tests.conftest import SMOLLM2_NAME
+
+    with xvfb() as display, spawn(host_command(), x_env(display), tmp_path / "host.log"):
+        wait_for(lambda: "ready" in (tmp_path / "host.log").read_text(), 30, "the XEmbed tray host")
+        env = x_env(display, PYSTRAY_BACKEND="xorg")
+        argv = tray_command("--home", str(daemon.home), "--port", str(daemon.settings.port))
+        with spawn(argv, env, tmp_path / "tray.log") as tray:
+            window = wait_for(lambda: tray_window(display), 60, "the tray icon window")
+            log = tmp_path / "tray.log"
+            wait_title(display, window, "qwendesk - no model running", 30, log)
+            idle = screenshot(display, artifacts / "tray-xorg-icon-idle.png", window)
+            daemon.client.start(SMOLLM2_NAME, wait=True)
+            try:
+                wait_title(display, window, f"qwendesk - {SMOLLM2_NAME} running", 10, log)
+                screenshot(display, artifacts / "tray-xorg-running.png")
+                running = screenshot(display, artifacts / "tray-xorg-icon-running.png", window)
+            finally:
+                daemon.client.stop(SMOLLM2_NAME)
+            wait_title(display, window, "qwendesk - no model running", 10, log)
+            assert tray.poll() is None, (tmp_path / "tray.log").read_text()
+    assert mean_difference(idle, expected_icon(IconState.IDLE)) < 3
+    assert mean_difference(running, expected_icon(IconState.RUNNING)) < 3

@@ -118,3 +118,17 @@ def mean_difference(a: Image.Image, b: Image.Image) -> float:
     pa, pb = a.tobytes(), b.tobytes()
     assert len(pa) == len(pb)
     return sum(abs(x - y) for x, y in zip(pa, pb, strict=True)) / len(pa)
+
+
+def wait_title(display: str, window: str, expected: str, timeout: float, log: Path) -> None:
+    """Wait for the icon's title (pystray sets WM_NAME); on failure show the last one and the tray log."""
+    deadline = time.monotonic() + timeout
+    title = ""
+    while time.monotonic() < deadline:
+        title = window_name(display, window)
+        if title == expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(
+        f"icon title is {title!r}, expected {expected!r}; tray log:\n{log.read_text()[-3000:]}"
+    )
