@@ -234,7 +234,9 @@ class LlamaCppPythonSystem(System):
         self.proc = subprocess.Popen(
             [PY, "-m", "llama_cpp.server", "--model", str(model.path), "--n_threads", str(self.n_threads),
              "--n_threads_batch", str(self.n_threads), "--n_ctx", str(n_ctx // n_parallel), "--n_gpu_layers", "0",
-             "--host", "127.0.0.1", "--port", str(port)],
+             "--host", "127.0.0.1", "--port", str(port),
+             # Its default lets a new request cancel the one streaming (a client disconnect): queue instead.
+             "--interrupt_requests", "False"],
             cwd=self.workdir, stdout=self.log("server"), stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         ready = await wait_http(self.base + "/v1/models", 300, self.proc)

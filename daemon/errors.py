@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from qwendesk.models.errors import ModelFileError, QwendeskError
 
-
 __all__ = ["ModelFileError", "QwendeskError"]  # re-exported: one error hierarchy for the whole package
 
 

@@ -307,6 +307,7 @@ def convert_checkpoint(
     force: bool = False,
     progress: ProgressFn | None = None,
     quantize_progress: ProgressFn | None = None,
+    verbose: bool = False,
 ) -> ConvertResult:
     """Convert `hf_dir` to `out` (written as out.part, renamed when complete); k-/4-bit types via llama.cpp."""
     hf_dir, out = Path(hf_dir), Path(out)
@@ -328,7 +329,7 @@ def convert_checkpoint(
     f16 = part_path(out.with_name(f".{out.stem}.f16.gguf"))
     try:
         result = write_gguf(hf_dir, f16, "f16", progress)
-        quantize_gguf(f16, out, out_type, force=force, progress=quantize_progress)
+        quantize_gguf(f16, out, out_type, force=force, progress=quantize_progress, verbose=verbose)
     finally:
         f16.unlink(missing_ok=True)
     result.path, result.out_type = out, out_type

@@ -35,6 +35,7 @@ def add_convert(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--force", action="store_true", help="Replace --out if it exists.")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    parser.add_argument("--verbose", action="store_true", help="Show llama.cpp's quantizer log.")
     parser.set_defaults(func=convert_command)
 
 
@@ -59,6 +60,7 @@ def add_quantize(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--allow-requantize", action="store_true", help="Quantize an already quantized file.")
     parser.add_argument("--threads", type=int, default=0, help="Quantizer threads (default: all cores).")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    parser.add_argument("--verbose", action="store_true", help="Show llama.cpp's quantizer log.")
     parser.set_defaults(func=quantize_command)
 
 
@@ -112,6 +114,7 @@ def convert_command(args: argparse.Namespace, settings: Any) -> int:
             force=args.force,
             progress=bar.task("converting") if bar else None,
             quantize_progress=bar.task("quantizing") if bar and args.quantize not in DIRECT_TYPES else None,
+            verbose=args.verbose,
         )
     for warning in result.warnings:
         print(f"warning: {warning}")
@@ -136,6 +139,7 @@ def quantize_command(args: argparse.Namespace, settings: Any) -> int:
             allow_requantize=args.allow_requantize,
             threads=args.threads,
             progress=bar.task(f"quantizing to {args.qtype}") if bar else None,
+            verbose=args.verbose,
         )
     size = out.stat().st_size / 1024**2
     print(f"Quantized {args.src.name} to {args.qtype}: {out} ({size:.1f} MiB)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import logging
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -50,13 +51,26 @@ def source_info(src: Path) -> tuple[int, bool]:
 
 
 def _run(
-    llama_cpp: ModuleType, src: Path, dst: Path, ftype: int, allow_requantize: bool, threads: int
+    llama_cpp: ModuleType,
+    src: Path,
+    dst: Path,
+    ftype: int,
+    allow_requantize: bool,
+    threads: int,
+    verbose: bool,
 ) -> int:
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = int(ftype)
     params.nthread = threads
     params.allow_requantize = allow_requantize
-    return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+    # llama-cpp-python prints llama.cpp's log (a line per tensor) unless its logger is above INFO.
+    llama_log = logging.getLogger("llama-cpp-python")
+    level = llama_log.level
+    llama_log.setLevel(logging.DEBUG if verbose else logging.ERROR)
+    try:
+        return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+    finally:
+        llama_log.setLevel(level)
 
 
 def run_quantizer(
@@ -68,6 +82,7 @@ def run_quantizer(
     threads: int,
     expected: int,
     progress: ProgressFn | None,
+    verbose: bool = False,
 ) -> None:
     """Call llama_model_quantize in a thread; report progress as the output file grows toward `expected`."""
     llama_cpp = load_llama_cpp()
@@ -75,7 +90,7 @@ def run_quantizer(
 
     def work() -> None:
         try:
-            result.append(_run(llama_cpp, src, dst, ftype, allow_requantize, threads))
+            result.append(_run(llama_cpp, src, dst, ftype, allow_requantize, threads, verbose))
         except BaseException as exc:  # re-raised in the caller's thread
             result.append(exc)
 
@@ -91,8 +106,8 @@ def run_quantizer(
         raise outcome
     if outcome != 0:
         raise ModelFileError(
-            f"llama.cpp could not quantize {src} (error {outcome}); its log above says why. "
-            "Check that llama.cpp supports the model's architecture."
+            f"llama.cpp could not quantize {src} (error {outcome}); its error is printed above "
+            "(--verbose shows the whole log). Check that llama.cpp supports the model's architecture."
         )
     if progress:
         progress(expected, expected, "done")
@@ -107,6 +122,7 @@ def quantize_gguf(
     allow_requantize: bool = False,
     threads: int = 0,
     progress: ProgressFn | None = None,
+    verbose: bool = False,
 ) -> Path:
     """Quantize `src` into `out` (written as out.part, renamed when complete) with llama.cpp."""
     src, out = Path(src), Path(out)
@@ -137,5 +153,6 @@ def quantize_gguf(
             threads=threads,
             expected=expected,
             progress=progress,
+            verbose=verbose,
         )
     return out

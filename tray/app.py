@@ -150,17 +150,19 @@ class TrayApp:
         icon = self.icon
         if icon is None:
             return
-        state = self.state
-        kind, title = icon_state(state), self._title(state)
 
         def push() -> None:
             with self._ui_lock:  # xorg forwards calls to its loop through one queue: one at a time
+                # Read the state here, not when asked: the last push always shows the newest state.
+                state = self.state
+                kind, title = icon_state(state), self._title(state)
                 try:
                     if kind != self._shown_icon:
                         icon.icon = self._image(kind)
                         self._shown_icon = kind
                     icon.title = title
                     icon.update_menu()
+                    backend.flush(icon)
                 except NotImplementedError:
                     pass  # pystray's dummy backend has no native icon or menu to update
                 except Exception:

@@ -73,13 +73,36 @@ def template_icon_class(base: type) -> type:
                 self._status_item.button().setImage_(image)
 
     TemplateIcon.__name__ = TemplateIcon.__qualname__ = f"Template{base.__name__}"
+    TemplateIcon.__module__ = base.__module__  # pystray derives its option prefix from the module
     return TemplateIcon
+
+
+def clickable_xorg_icon_class(base: type) -> type:
+    """An xorg Icon that hears clicks: pystray 0.19 creates its window without ButtonPressMask,
+    so X never delivers the click its `_on_button_press` waits for (the default item never runs)."""
+
+    class ClickableIcon(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            from Xlib import X
+
+            self._window.change_attributes(
+                event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask
+            )
+            self._display.flush()
+
+    ClickableIcon.__name__ = ClickableIcon.__qualname__ = f"Clickable{base.__name__}"
+    ClickableIcon.__module__ = base.__module__  # other helpers recognise the backend by module
+    return ClickableIcon
 
 
 def icon_class(pystray: ModuleType, platform: str = sys.platform) -> type:
     """The pystray Icon class to use here."""
-    if platform == "darwin" and pystray.Icon.__module__.endswith("_darwin"):
+    module = pystray.Icon.__module__
+    if platform == "darwin" and module.endswith("_darwin"):
         return template_icon_class(pystray.Icon)
+    if module.endswith("_xorg"):
+        return clickable_xorg_icon_class(pystray.Icon)
     return pystray.Icon
 
 
@@ -104,6 +127,18 @@ def prepare_title(icon_cls: type, title: str) -> str:
         return title
     plain = title.replace("\u2014", "-").replace("\u2026", "...")
     return plain.encode("latin-1", "replace").decode("latin-1")
+
+
+def flush(icon: Any) -> None:
+    """Make sure X11 requests made for us by pystray's xorg loop thread reach the server.
+
+    python-xlib lets a flush return early while another thread is sending; a request the loop
+    thread queued at that moment (e.g. the WM_NAME of a title change) can then sit unsent until
+    the next X event. Flushing again here, after pystray's call returned, sends it.
+    """
+    display = getattr(icon, "_display", None)
+    if display is not None and type(icon).__module__.endswith("_xorg"):
+        display.flush()
 
 
 def hide_dock_icon(platform: str = sys.platform) -> None:

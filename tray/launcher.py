@@ -14,7 +14,9 @@ from typing import Any
 from qwendesk.daemon.client import DaemonClient
 from qwendesk.daemon.errors import DaemonNotRunning, QwendeskError
 
-DAEMON_LOG = "daemon.log"
+# The daemon writes its own rotating daemon.log; its console output (also a crash before logging
+# is set up) goes here, so the two never interleave and rotation never strands our file handle.
+DAEMON_LOG = "daemon-console.log"
 CHAT_PATH = "/"  # the daemon serves its chat page at its root
 HEALTH_TIMEOUT = 60.0
 
@@ -57,7 +59,7 @@ def detach_options(platform: str = sys.platform) -> dict[str, Any]:
 def launch_daemon(
     settings: Any, *, popen: Callable[..., subprocess.Popen] = subprocess.Popen
 ) -> subprocess.Popen:
-    """Start `qwendesk serve` in the background, its output appended to <log_dir>/daemon.log."""
+    """Start `qwendesk serve` in the background, its console output appended to <log_dir>/DAEMON_LOG."""
     log_dir = Path(settings.log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / DAEMON_LOG

@@ -104,10 +104,17 @@ def test_chat_streams_stops_and_survives_a_reload(daemon: DaemonProcess, browser
         stopped_text = assistant_text(page)
         assert stopped_text.strip()
 
-        # A second message in the same chat, answered in full.
-        page.get_by_test_id("input").fill("Thanks! Now say just: done.")
+        # A second message in the same chat streams into a second reply (stopped again to keep the test short).
+        page.get_by_test_id("input").fill("Thanks! Now write a short poem about the sea.")
         page.get_by_test_id("send").click()
-        page.get_by_test_id("send").wait_for(state="visible", timeout=180_000)
+        page.wait_for_function(
+            "() => { const b = [...document.querySelectorAll('[data-testid=message-assistant] .bubble')];"
+            " return b.length === 2 && b[1].innerText.trim().length > 40; }",
+            timeout=180_000,
+        )
+        if stop.is_visible():
+            stop.click()
+        page.get_by_test_id("send").wait_for(state="visible")
         assert page.locator("[data-testid=message-assistant]").count() == 2
         page.screenshot(path=str(artifacts / "chat_page_light.png"))
 
@@ -233,6 +240,10 @@ def test_page_asks_for_the_token_once_and_other_origins_are_refused(
             timeout=30,
         )
         assert other.status_code == 403
+        # The page and its assets need no token; nothing outside the static folder is served.
+        assert httpx.get(token_daemon.url + "/static/chat.js", timeout=30).status_code == 200
+        assert httpx.get(token_daemon.url + "/chat", timeout=30, follow_redirects=True).status_code == 200
+        assert httpx.get(token_daemon.url + "/static/%2e%2e/app.py", timeout=30).status_code == 404
         with foreign_site() as origin:
             page.goto(origin + "/")
             outcome = page.evaluate(

@@ -226,7 +226,9 @@ def test_killed_xinference_is_restarted_with_its_models_then_sigterm_leaves_noth
         tree = proc.tree()
         assert len(tree) >= 3
         proc.proc.send_signal(signal.SIGTERM)
-        assert proc.proc.wait(timeout=60) == 0
+        # uvicorn shuts down gracefully, then re-raises the signal it caught: the exit status is -SIGTERM.
+        assert proc.proc.wait(timeout=60) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in proc.output()
         gone, alive = psutil.wait_procs(tree, timeout=30)
         assert not [p for p in alive if _alive(p)], f"left behind: {alive}"
     finally:

@@ -19,6 +19,14 @@ PROMPTS = {
     "zh": [{"role": "user", "content": "请用两句话介绍一下北京。"}],
 }
 MAX_TOKENS = 40
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 class Reference:
@@ -37,16 +45,30 @@ class Reference:
         params.cpuparams_batch.n_threads = n_threads
         self.server = Server(params)
 
-    def chat(self, messages: list[dict]) -> dict:
+    def chat(self, messages: list[dict], **extra: object) -> dict:
         results: queue.Queue = queue.Queue()
-        body = {"messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0, "top_k": 1, "stream": False}
+        body = {
+            "messages": messages,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+            "top_k": 1,
+            "stream": False,
+            **extra,
+        }
         self.server.handle_chat_completions(body, results.put)
         out = results.get(timeout=300)
         return json.loads(out) if isinstance(out, (str, bytes)) else out
 
 
-def daemon_chat(daemon: DaemonProcess, model: str, messages: list[dict]) -> dict:
-    body = {"model": model, "messages": messages, "max_tokens": MAX_TOKENS, "temperature": 0, "top_k": 1}
+def daemon_chat(daemon: DaemonProcess, model: str, messages: list[dict], **extra: object) -> dict:
+    body = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "top_k": 1,
+        **extra,
+    }
     r = httpx.post(daemon.url + "/v1/chat/completions", json=body, timeout=600)
     assert r.status_code == 200, r.text
     return r.json()
@@ -67,6 +89,18 @@ def check_parity(daemon: DaemonProcess, name: str, path: Path) -> None:
             assert text == theirs["choices"][0]["message"]["content"], f"{name}/{lang} differs"
             assert ours["usage"]["prompt_tokens"] == theirs["usage"]["prompt_tokens"]
             assert ours["usage"]["completion_tokens"] == theirs["usage"]["completion_tokens"]
+        # Tools and response_format reach llama.cpp untouched (Xinference's API refuses tools for
+        # non-tool families): the answer is exactly what the engine gives for the same request.
+        extras = {
+            "tools": {"tools": [WEATHER_TOOL], "tool_choice": "auto"},
+            "json": {"response_format": {"type": "json_object"}},
+        }
+        weather = [{"role": "user", "content": "What is the weather in Paris? Use the tool, answer in JSON."}]
+        for what, extra in extras.items():
+            ours = daemon_chat(daemon, name, weather, **extra)["choices"][0]
+            theirs = ref.chat(weather, **extra)["choices"][0]
+            assert ours["message"] == theirs["message"], f"{name}/{what} differs"
+            assert ours["finish_reason"] == theirs["finish_reason"]
     finally:
         del ref
 

@@ -343,8 +343,14 @@ def llama_logits(path: Path, ids: list[int]) -> np.ndarray:
 def test_llama_cpp_tokenizes_like_hugging_face(arch: str, hf_dirs, gguf_of) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     llm = llama_cpp.Llama(str(gguf_of(arch, "f16")), vocab_only=True, verbose=False)
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(hf_dirs[arch] / "tokenizer.json"))
+    chinese = hf_tokenize(hf_dirs[arch], "今天天气很好，我们去公园散步吧。")
+    assert len(chinese) < len("今天天气很好，我们去公园散步吧。".encode()) / 3  # Chinese merges are exercised
     for text in TEXTS:
         expected = hf_tokenize(hf_dirs[arch], text)
+        assert expected == raw.encode(text, add_special_tokens=False).ids  # both Hugging Face paths agree
         assert llm.tokenize(text.encode(), add_bos=False, special=True) == expected, text
         assert llm.detokenize(expected, special=True).decode() == text
 

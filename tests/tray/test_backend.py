@@ -86,3 +86,36 @@ def test_ui_caller_calls_directly_off_macos() -> None:
 def test_hide_dock_icon_is_a_no_op_elsewhere() -> None:
     backend.hide_dock_icon("linux")
     backend.hide_dock_icon("darwin")  # no AppKit here: must not raise
+
+
+class _XorgIcon:
+    """Stands in for pystray._xorg.Icon where only the module name matters."""
+
+    __module__ = "pystray._xorg"
+
+
+def test_xorg_titles_are_latin1_and_images_flattened() -> None:
+    from PIL import Image
+
+    assert backend.prepare_title(_XorgIcon, "qwendesk — starting…") == "qwendesk - starting..."
+    assert backend.prepare_title(_XorgIcon, "模型 running") == "?? running"
+    assert backend.prepare_title(object, "qwendesk — starting…") == "qwendesk — starting…"
+    rgba = Image.new("RGBA", (4, 4), (200, 100, 50, 128))
+    flat = backend.prepare_image(_XorgIcon, rgba)
+    assert flat.mode == "RGB" and flat.getpixel((0, 0)) == (100, 50, 25)  # composited onto black
+    assert backend.prepare_image(object, rgba) is rgba
+
+
+def test_flush_only_touches_xorg_displays() -> None:
+    class Display:
+        flushed = 0
+
+        def flush(self) -> None:
+            self.flushed += 1
+
+    xorg, other = _XorgIcon(), object.__new__(type("Other", (), {}))
+    xorg._display = Display()
+    other._display = Display()
+    backend.flush(xorg)
+    backend.flush(other)
+    assert xorg._display.flushed == 1 and other._display.flushed == 0

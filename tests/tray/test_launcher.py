@@ -51,14 +51,14 @@ def test_launch_daemon_logs_to_the_log_folder(tmp_path: Path) -> None:
     assert launcher.launch_daemon(settings, popen=popen) == "proc"
     (argv,), kwargs = popen.calls[0]
     assert argv == launcher.daemon_command()
-    assert kwargs["stdout"].name == str(settings.log_dir / "daemon.log")
+    assert kwargs["stdout"].name == str(settings.log_dir / launcher.DAEMON_LOG)
     assert kwargs["stderr"] == subprocess.STDOUT and kwargs["stdin"] == subprocess.DEVNULL
     assert kwargs["env"]["QWENDESK_HOME"] == str(settings.home)
-    assert "started by qwendesk tray" in (settings.log_dir / "daemon.log").read_text()
+    assert "started by qwendesk tray" in (settings.log_dir / launcher.DAEMON_LOG).read_text()
 
 
 def test_launch_daemon_really_detaches(tmp_path: Path) -> None:
-    """A real child: its own session (no SIGHUP from our terminal), output in daemon.log."""
+    """A real child: its own session (no SIGHUP from our terminal), output in the console log."""
     settings = load_settings({"home": str(tmp_path)}, env={})
 
     def popen(argv: list[str], **kwargs: Any) -> subprocess.Popen:
@@ -68,7 +68,9 @@ def test_launch_daemon_really_detaches(tmp_path: Path) -> None:
 
     proc = launcher.launch_daemon(settings, popen=popen)
     assert proc.wait(timeout=30) == 0
-    line = next(x for x in (settings.log_dir / "daemon.log").read_text().splitlines() if x.startswith("sid"))
+    line = next(
+        x for x in (settings.log_dir / launcher.DAEMON_LOG).read_text().splitlines() if x.startswith("sid")
+    )
     _, sid, pid = line.split()
     assert sid == pid  # session leader: start_new_session took effect
 

@@ -19,6 +19,7 @@ import pytest
 
 from qwendesk.daemon.client import DaemonClient
 from qwendesk.daemon.config import load_settings
+from qwendesk.tray import launcher
 from qwendesk.tray.app import TrayApp
 from qwendesk.tray.login import LoginItem
 from qwendesk.tray.state import DaemonPhase
@@ -137,6 +138,8 @@ def test_tray_starts_the_daemon_follows_it_away_and_back_and_quits_it(
         assert app._child is not None
         launched.append(app._child.pid)
         assert os.getsid(app._child.pid) == app._child.pid  # its own session: it outlives the tray
+        # Its console output goes to the log folder, next to the daemon's own log.
+        assert "started by qwendesk tray" in (settings.log_dir / launcher.DAEMON_LOG).read_text()
         assert (settings.log_dir / "daemon.log").stat().st_size > 0
         assert menu_texts(app)[0].startswith("Daemon: running")
         assert any(t.startswith("No models yet") for t in menu_texts(app))

@@ -23,6 +23,7 @@ from .xdisplay import (
     wait_for,
     wait_title,
     x_env,
+    xdotool,
     xvfb,
 )
 
@@ -67,9 +68,14 @@ def test_icon_follows_a_real_daemon(daemon, tmp_path: Path, artifacts: Path) -> 
     """Against the real daemon: idle icon, then the running icon once SmolLM2 runs, then idle again."""
     from tests.conftest import SMOLLM2_NAME
 
+    # The default browser, as Python's webbrowser finds it: $BROWSER, here a script that records the URL.
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.sh"
+    browser.write_text(f'#!/bin/sh\necho "$1" >> {opened}\n')
+    browser.chmod(0o755)
     with xvfb() as display, spawn(host_command(), x_env(display), tmp_path / "host.log"):
         wait_for(lambda: "ready" in (tmp_path / "host.log").read_text(), 30, "the XEmbed tray host")
-        env = x_env(display, PYSTRAY_BACKEND="xorg")
+        env = x_env(display, PYSTRAY_BACKEND="xorg", BROWSER=f"{browser} %s")
         argv = tray_command("--home", str(daemon.home), "--port", str(daemon.settings.port))
         with spawn(argv, env, tmp_path / "tray.log") as tray:
             window = wait_for(lambda: tray_window(display), 60, "the tray icon window")
@@ -84,6 +90,10 @@ def test_icon_follows_a_real_daemon(daemon, tmp_path: Path, artifacts: Path) -> 
             finally:
                 daemon.client.stop(SMOLLM2_NAME)
             wait_title(display, window, "qwendesk - no model running", 10, log)
+            # A real click on the icon: the xorg backend has no menu, so it runs the default item, Open Chat.
+            xdotool(display, "mousemove", "--window", window, "24", "24", "click", "1")
+            wait_for(lambda: opened.exists() and opened.read_text().strip(), 20, "the browser to be asked")
+            assert opened.read_text().split() == [daemon.url + "/"]
             assert tray.poll() is None, (tmp_path / "tray.log").read_text()
     assert mean_difference(idle, expected_icon(IconState.IDLE)) < 3
     assert mean_difference(running, expected_icon(IconState.RUNNING)) < 3
