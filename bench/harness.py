@@ -67,6 +67,7 @@ class Config:
     keep_alive: float
     wait_load: float
     wait_max: float
+    bg_max: float
     quick: bool
 
 
@@ -82,7 +83,8 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--n-ctx", type=int, default=2048, help="context per request (slot)")
     p.add_argument("--cache-ram-mib", type=int, default=256, help="llama.cpp prompt cache, same everywhere")
     p.add_argument("--wait-load", type=float, default=1.5, help="wait until the 1-min load average is below")
-    p.add_argument("--wait-max", type=float, default=1800, help="give up waiting for a quiet machine after s")
+    p.add_argument("--wait-max", type=float, default=1500, help="total seconds a run may wait for quiet")
+    p.add_argument("--bg-max", type=float, default=0.5, help="most other runnable tasks allowed per request")
     a = p.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     if a.quick:
@@ -90,13 +92,14 @@ def parse_args(argv: list[str] | None) -> Config:
             models=a.models or ["smollm2"], systems=systems, rounds=a.rounds or 1, decode_tokens=32,
             prompt_tokens=128, ttft_requests=5, ttft_tokens=4, levels=[1, 2, 4], conc_tokens=16, conc_rounds=1,
             n_threads=a.threads, n_ctx=a.n_ctx, cache_ram_mib=a.cache_ram_mib, startup_reps=1, keep_alive=5,
-            wait_load=math.inf, wait_max=0, quick=True,
+            wait_load=math.inf, wait_max=0, bg_max=math.inf, quick=True,
         )  # fmt: skip
     return Config(
         models=a.models or ["smollm2", "q4_0", "q4_k_m"], systems=systems, rounds=a.rounds or 3,
         decode_tokens=128, prompt_tokens=512, ttft_requests=20, ttft_tokens=4, levels=[1, 2, 4, 8],
         conc_tokens=64, conc_rounds=1, n_threads=a.threads, n_ctx=a.n_ctx, cache_ram_mib=a.cache_ram_mib,
-        startup_reps=3, keep_alive=5, wait_load=a.wait_load, wait_max=a.wait_max, quick=False,
+        startup_reps=3, keep_alive=5, wait_load=a.wait_load, wait_max=a.wait_max, bg_max=a.bg_max,
+        quick=False,
     )  # fmt: skip
 
 
@@ -105,6 +108,35 @@ def say(msg: str) -> None:
 
 
 _waited = 0.0  # seconds spent waiting for a quiet machine in this run (one budget: --wait-max)
+
+
+def background_load(samples: int = 6, every: float = 0.05) -> float:
+    """Runnable tasks other than this sampler right now (/proc/stat procs_running), averaged.
+
+    The 1-minute load average lags by a minute; teammates' test bursts on a 2-core machine need a gate
+    that sees them at once. Between our requests our own engines are idle, so what runs is someone else.
+    """
+    total = 0
+    for i in range(samples):
+        with open("/proc/stat") as fh:
+            for line in fh:
+                if line.startswith("procs_running"):
+                    total += int(line.split()[1]) - 1
+                    break
+        if i + 1 < samples:
+            time.sleep(every)
+    return total / samples
+
+
+async def gate(cfg: Config) -> float:
+    """Before each measured request: wait (within the run's budget) until nothing else is running."""
+    global _waited
+    bg = background_load()
+    while bg > cfg.bg_max and _waited < cfg.wait_max:
+        await asyncio.sleep(1.0)
+        _waited += 1.3
+        bg = background_load()
+    return bg
 
 
 async def wait_quiet(cfg: Config) -> float:
@@ -216,9 +248,11 @@ async def launch_all(
 ) -> None:
     for s in systems:
         say(f"{model.key}: launching on {s.key} (n_parallel={n_parallel})")
+        bg = await gate(cfg)
         info = await s.launch(model, n_parallel, cfg.n_ctx * n_parallel)
+        info["bg"] = bg
         info["n_parallel"] = n_parallel
-        if info:
+        if "launch_s" in info:
             raw[s.key]["launch"].append(info)
         raw[s.key]["rss"].setdefault("loaded", []).append(s.rss())
 
@@ -241,6 +275,13 @@ async def calibrate_prompt(system: System, target: int) -> str:
     return prompt
 
 
+async def measure(cfg: Config, s: System, prompt: str, max_tokens: int) -> dict[str, Any]:
+    """One gated, streamed request; the record notes how busy the machine was just before it."""
+    bg = await gate(cfg)
+    rec = (await s.run([s.body(prompt, max_tokens)]))[0]
+    return {**rec.as_dict(), "bg": bg}
+
+
 async def bench_model(cfg: Config, model: BenchModel, systems: list[System]) -> dict[str, Any]:
     raw: dict[str, Any] = {s.key: empty() for s in systems}
     warm_page_cache(model.path)  # every system, the first launched included, loads from RAM
@@ -252,21 +293,18 @@ async def bench_model(cfg: Config, model: BenchModel, systems: list[System]) -> 
     per_round = math.ceil(cfg.ttft_requests / cfg.rounds)
     loads = []
     for r in range(cfg.rounds):
-        loads.append(await wait_quiet(cfg))
+        loads.append(os.getloadavg()[0])
         order = rotate(systems, r)
         say(f"{model.key}: round {r + 1}/{cfg.rounds} ({', '.join(s.key for s in order)})")
         for s in order:
-            rec = (await s.run([s.body(DECODE_PROMPT, cfg.decode_tokens)]))[0]
-            raw[s.key]["decode"].append(rec.as_dict())
+            raw[s.key]["decode"].append(await measure(cfg, s, DECODE_PROMPT, cfg.decode_tokens))
         for s in order:
-            rec = (await s.run([s.body(prompt, 1)]))[0]
-            raw[s.key]["prefill"].append(rec.as_dict())
+            raw[s.key]["prefill"].append(await measure(cfg, s, prompt, 1))
         for i in range(per_round):
             if r * per_round + i >= cfg.ttft_requests:
                 break
             for s in order:
-                rec = (await s.run([s.body(SHORT_PROMPT, cfg.ttft_tokens)]))[0]
-                raw[s.key]["ttft"].append(rec.as_dict())
+                raw[s.key]["ttft"].append(await measure(cfg, s, SHORT_PROMPT, cfg.ttft_tokens))
     for s in systems:
         raw[s.key]["rss"].setdefault("after", []).append(s.rss())
     for s in reversed(systems):
@@ -277,14 +315,15 @@ async def bench_model(cfg: Config, model: BenchModel, systems: list[System]) -> 
     for s in systems:
         await s.run([s.body(SHORT_PROMPT, 4) for _ in range(2)])
     for r in range(cfg.conc_rounds):
-        loads.append(await wait_quiet(cfg))
+        loads.append(os.getloadavg()[0])
         for level in cfg.levels:
             for s in rotate(systems, r + level):
                 say(f"{model.key}: {level} concurrent clients on {s.key}")
+                bg = await gate(cfg)
                 recs: list[StreamRecord] = await s.run(
                     [s.body(SHORT_PROMPT, cfg.conc_tokens) for _ in range(level)]
                 )
-                raw[s.key]["concurrency"].setdefault(str(level), []).append(batch_summary(recs))
+                raw[s.key]["concurrency"].setdefault(str(level), []).append({**batch_summary(recs), "bg": bg})
     for s in systems:
         raw[s.key]["rss"].setdefault("after", []).append(s.rss())
     for s in reversed(systems):
@@ -351,10 +390,13 @@ async def run(cfg: Config) -> dict[str, Any]:
         for m in models:
             say(f"model {m.key}")
             result["models"][m.key] = await bench_model(cfg, m, systems)
+            RESULTS.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
+            (RESULTS / "partial.json").write_text(json.dumps(result, indent=1, default=str))
     finally:
         for s in reversed(systems):
             await s.stop()
     result["load_at_end"] = os.getloadavg()
+    result["waited_s"] = _waited
     result["finished"] = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result["labels"] = {s.key: s.label for s in systems}
     if not os.environ.get("QWENDESK_BENCH_KEEP"):

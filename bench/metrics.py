@@ -51,6 +51,7 @@ def summarize_system(raw: dict[str, Any]) -> dict[str, Any]:
         "ttft_p95_ms": _ms(percentile([r["ttft"] for r in ttft], 95)),
         "ttft_n": sum(1 for r in ttft if r["ttft"] is not None),
         "errors": sum(1 for r in dec + pre + ttft if r["error"]),
+        "background_median": median([r.get("bg") for r in dec + pre + ttft]),
         "aggregate_tps": {
             str(level): median([b["aggregate_tps"] for b in batches])
             for level, batches in raw["concurrency"].items()

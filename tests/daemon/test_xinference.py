@@ -363,3 +363,39 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
     assert "remote Xinference" in remote.explain_failure(0)
     await remote.stop()
     assert remote.client is None and states[0] == "remote"
+
+
+@pytest.mark.e2e
+@pytest.mark.asyncio(loop_scope="module")
+async def test_daemon_and_cli_drive_a_remote_cluster(cluster: dict, smollm2_gguf: Path, tmp_path: Path) -> None:
+    """`qwendesk serve --xinference-endpoint URL`: no embedded supervisor; models start and chat on the cluster."""
+    from tests.conftest import SMOLLM2_NAME, DaemonProcess, link_model
+
+    creds = cluster["creds"]
+    daemon = DaemonProcess(
+        tmp_path,
+        free_port(),
+        {
+            "QWENDESK_XINFERENCE_ENDPOINT": cluster["endpoint"],
+            "QWENDESK_XINFERENCE_API_KEY": f"{creds.username}:{creds.password}",
+        },
+    )
+    link_model(smollm2_gguf, daemon.models_dir)
+    await asyncio.to_thread(daemon.start)
+    try:
+        status = await asyncio.to_thread(daemon.client.status)
+        assert status["supervisor"]["mode"] == "remote"
+        assert status["supervisor"]["endpoint"] == cluster["endpoint"]
+        assert not [p for p in daemon.tree()[1:] if "xinference" in " ".join(p.cmdline())]
+        await asyncio.to_thread(daemon.wait_for, lambda c: daemon.model(SMOLLM2_NAME), 60, "listed")
+        started = await asyncio.to_thread(daemon.client.start, SMOLLM2_NAME, n_ctx=512)
+        assert started["state"] == "running"
+        body = {"model": SMOLLM2_NAME, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+        async with httpx.AsyncClient(timeout=300) as http:
+            resp = await http.post(daemon.url + "/v1/chat/completions", json=body)
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["choices"][0]["message"]["content"].strip()
+        stopped = await asyncio.to_thread(daemon.client.stop, SMOLLM2_NAME)
+        assert stopped["state"] == "available"
+    finally:
+        await asyncio.to_thread(daemon.stop)
