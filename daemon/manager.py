@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -34,6 +37,35 @@ class RunningModel:
     name: str
     uid: str
     client: XinferenceClient
+    # The llama-server inside the model process (embedded mode): talking to it directly lets a client
+    # disconnect stop generation, which Xinference's own API does not do.
+    engine_url: str | None = None
+    engine_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """Address and secret of a model's own llama-server, fixed by us at launch."""
+
+    url: str
+    key: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    @classmethod
+    def new(cls) -> Engine:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return cls(f"http://127.0.0.1:{port}", secrets.token_urlsafe(32))
+
+    def launch_kwargs(self) -> dict[str, Any]:
+        """xllamacpp CommonParams fields: its HTTP server on our port, refusing requests without our key."""
+        return {"port": int(self.url.rsplit(":", 1)[1]), "api_keys": [self.key]}
 
 
 @dataclass
@@ -48,6 +80,7 @@ class ModelEntry:
     n_ctx: int | None = None
     on_demand: bool = False  # started by a /v1 request, so stopped again when idle
     relaunch: bool = False  # was running when Xinference crashed: start again once it is back
+    engine: Engine | None = None
     busy: int = 0
     last_used: float = field(default_factory=time.monotonic)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -304,6 +337,9 @@ class ModelManager:
                 client = await self._ensure_supervisor()
                 await self._register(entry)
                 offset = self.supervisor.log_offset()
+                engine = Engine.new() if self.supervisor.mode == "embedded" else None
+                if engine is not None:
+                    kwargs.update(engine.launch_kwargs())
                 spec = registry.registration_spec(entry.files)["model_specs"][0]
                 file_kwargs = registry.launch_kwargs_for_files(entry.files)
                 file_kwargs.pop("model_format", None)  # the client always launches ggufv2
@@ -325,7 +361,7 @@ class ModelManager:
                 message = f"Starting {entry.name} failed unexpectedly: {exc}. See {self.settings.log_dir}."
                 self._set(entry, ModelState.ERROR, message)
                 raise QwendeskError(message) from exc
-            entry.options, entry.on_demand = options, on_demand
+            entry.options, entry.on_demand, entry.engine = options, on_demand, engine
             entry.n_ctx = kwargs["n_ctx"] // kwargs["n_parallel"]
             entry.last_used = time.monotonic()
             self._set(entry, ModelState.RUNNING)
@@ -362,8 +398,25 @@ class ModelManager:
 
     def _set(self, entry: ModelEntry, state: ModelState, error: str | None = None) -> None:
         entry.state, entry.error = state, error
+        if state != ModelState.RUNNING:
+            entry.engine = None
         self._last_activity = time.monotonic()
+        self._save_engines()
         self.events.publish("model", entry.view().model_dump(mode="json"))
+
+    def _save_engines(self) -> None:
+        """Write the running engines' addresses and keys to run/engines.json (0600) for local tools and tests."""
+        engines = {
+            e.name: {"url": e.engine.url, "key": e.engine.key} for e in self.models.values() if e.engine
+        }
+        path = self.settings.run_dir / "engines.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(engines, fh)
+        except OSError as exc:  # a convenience file: never fail a state change over it
+            log.warning("could not write %s: %s", path, exc)
 
     # ---- use by the /v1 proxy --------------------------------------------------------------------
     @asynccontextmanager
@@ -382,7 +435,14 @@ class ModelManager:
             raise Conflict(f"{entry.name} stopped while the request was waiting for it; try again.")
         entry.busy += 1
         try:
-            yield RunningModel(entry.name, entry.uid, client)
+            engine = entry.engine
+            yield RunningModel(
+                entry.name,
+                entry.uid,
+                client,
+                engine.url if engine else None,
+                engine.headers if engine else {},
+            )
         finally:
             entry.busy -= 1
             entry.last_used = self._last_activity = time.monotonic()

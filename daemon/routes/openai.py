@@ -18,7 +18,6 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from ..errors import BadRequest, SupervisorError
 from ..schemas import ModelView
 from .openai_proxy import (
-    EngineLocator,
     ModelRewriter,
     StreamedProxyResponse,
     Target,
@@ -32,9 +31,8 @@ CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answe
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """One pooled upstream client and engine locator per app, closed on shutdown."""
+    """One pooled upstream client per app, closed on shutdown."""
     app.state.openai_http = new_http_client()
-    app.state.openai_engines = EngineLocator()
     try:
         yield
     finally:
@@ -101,15 +99,12 @@ def _parse(raw: bytes) -> dict[str, Any]:
     return body
 
 
-async def _target(request: Request, running: Any, model_file: str | None) -> Target:
-    """The model's own llama-server when we can reach it (stops on disconnect), else Xinference's API."""
-    state = request.app.state
-    url = await state.openai_engines.locate(state.openai_http, running.uid, model_file)
-    if url is not None:
-        return Target(url, {}, direct=True)
+async def _target(running: Any) -> Target:
+    """The model's own llama-server when the manager launched it (stops on disconnect), else Xinference's API."""
+    if running.engine_url:
+        return Target(running.engine_url, running.engine_headers, direct=True)
     client = running.client
-    headers = await client.fresh_headers() if hasattr(client, "fresh_headers") else dict(client.headers)
-    return Target(client.endpoint, headers, direct=False)
+    return Target(client.endpoint, await client.fresh_headers(), direct=False)
 
 
 async def _forward(request: Request, path: str) -> Response:
@@ -119,14 +114,13 @@ async def _forward(request: Request, path: str) -> Response:
     manager = request.app.state.manager
     entry = manager.find(body["model"])
     name = entry.name
-    model_file = str(entry.files.files[0]) if getattr(entry, "files", None) and entry.files.files else None
     http: httpx.AsyncClient = request.app.state.openai_http
     stack = AsyncExitStack()
     try:
         # The model stays busy (never idle-stopped) until the answer has been relayed.
         # Not raced against a disconnect: a half-cancelled start would leave the model in limbo.
         running = await stack.enter_async_context(manager.using(name))
-        target = await _target(request, running, model_file)
+        target = await _target(running)
         # llama-server ignores `model`: send the client's bytes unchanged. Xinference needs its uid.
         content = raw if target.direct else json.dumps({**body, "model": running.uid}).encode()
         upstream = await _send(request, http, target, path, content, running.uid)
@@ -157,7 +151,6 @@ async def _send(
     try:
         return await until_disconnect(request, http.send(upstream_request, stream=True))
     except httpx.HTTPError as exc:
-        request.app.state.openai_engines.forget(uid)
         raise SupervisorError(
             f"The engine of {uid} did not answer ({type(exc).__name__} after {time.monotonic() - started:.1f} s)."
             " It may have crashed; check `qwendesk status` and try again."

@@ -1,18 +1,17 @@
 """Forwarding /v1 requests to a running model: finding its engine, streaming bytes through, rewriting `model`.
 
 Xinference's llama.cpp engine keeps generating after its HTTP client disconnects (its callback into
-xllamacpp never asks to stop), so when the model process is ours we talk to the llama-server that
-xllamacpp runs inside it: llama-server stops a generation as soon as its connection closes.
-A remote Xinference (cluster) is reached through its own REST API instead.
+xllamacpp never asks to stop), so for models of the embedded Xinference we talk to the llama-server that
+xllamacpp runs inside the model process, on the port and with the key the manager gave it at launch:
+llama-server stops a generation as soon as its connection closes. A remote Xinference (cluster) is
+reached through its own REST API instead.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from contextlib import AsyncExitStack
@@ -21,7 +20,6 @@ from typing import Any, TypeVar
 
 import anyio
 import httpx
-import psutil
 from fastapi import Request, Response
 
 from ..errors import BadRequest, QwendeskError
@@ -51,91 +49,6 @@ def new_http_client() -> httpx.AsyncClient:
     """The one client every forwarded request shares (pooled keep-alive connections to the engine)."""
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=32)
     return httpx.AsyncClient(timeout=UPSTREAM_TIMEOUT, limits=limits, trust_env=False)
-
-
-# ---- finding the engine ------------------------------------------------------------------------
-class EngineLocator:
-    """Finds the llama-server inside a model process that descends from this daemon (embedded Xinference)."""
-
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[psutil.Process, str]] = {}
-
-    async def locate(self, http: httpx.AsyncClient, uid: str, model_file: str | None) -> str | None:
-        """Base URL of the model's llama-server, or None (remote Xinference, or not found)."""
-        cached = self._cache.get(uid)
-        if cached is not None:
-            proc, url = cached
-            if _alive(proc):
-                return url
-            del self._cache[uid]
-        procs = await asyncio.to_thread(_model_processes, uid)
-        for proc in procs:
-            ports = await asyncio.to_thread(_listening_ports, proc)
-            for port in ports:
-                url = f"http://127.0.0.1:{port}"
-                if await _is_llama_server(http, url, model_file):
-                    self._cache[uid] = (proc, url)
-                    log.info("model %s: streaming directly from its llama-server at %s", uid, url)
-                    return url
-        return None
-
-    def forget(self, uid: str) -> None:
-        self._cache.pop(uid, None)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    return False
-
-
-def _process_title(proc: psutil.Process) -> str:
-    with contextlib.suppress(psutil.Error, IndexError):
-        return proc.cmdline()[0]
-    with contextlib.suppress(psutil.Error):
-        return proc.name()
-    return ""
-
-
-def _model_processes(uid: str) -> list[psutil.Process]:
-    """Our descendants that xoscar titled `Model: <uid>-rep<N>` (only ours: other daemons may serve the same uid)."""
-    prefix = f"Model: {uid}-rep"
-    try:
-        children = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return []
-    return [p for p in children if _process_title(p).startswith(prefix)]
-
-
-def _listening_ports(proc: psutil.Process) -> list[int]:
-    with contextlib.suppress(psutil.Error):
-        conns = proc.net_connections(kind="tcp")
-        return sorted(
-            c.laddr.port
-            for c in conns
-            if c.status == psutil.CONN_LISTEN and c.laddr.ip in ("127.0.0.1", "::1")
-        )
-    return []
-
-
-async def _is_llama_server(http: httpx.AsyncClient, url: str, model_file: str | None) -> bool:
-    """True when `url` answers /props like llama-server, for the expected GGUF file."""
-    try:
-        resp = await http.get(f"{url}/props", timeout=PROBE_TIMEOUT)
-        props = resp.json()
-    except (httpx.HTTPError, ValueError):
-        return False
-    path = props.get("model_path") if isinstance(props, dict) else None
-    if not isinstance(path, str):
-        return False
-    return model_file is None or _same_file(path, model_file)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.realpath(a) == os.path.realpath(b)
 
 
 # ---- the response --------------------------------------------------------------------------------

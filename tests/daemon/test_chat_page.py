@@ -109,7 +109,8 @@ def test_chat_streams_stops_and_survives_a_reload(daemon: DaemonProcess, browser
         page.get_by_test_id("send").click()
         page.wait_for_function(
             "() => { const b = [...document.querySelectorAll('[data-testid=message-assistant] .bubble')];"
-            " return b.length === 2 && b[1].innerText.trim().length > 40; }",
+            " const done = !document.getElementById('send').hidden;"
+            " return b.length === 2 && b[1].innerText.trim().length > 0 && (done || b[1].innerText.length > 40); }",
             timeout=180_000,
         )
         if stop.is_visible():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
-import psutil
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess
@@ -22,27 +22,21 @@ LONG = {
 }
 
 
-def engine_slots_url(daemon: DaemonProcess) -> str:
-    """The /slots endpoint of the llama-server inside the model's process (found independently of the daemon)."""
-    for proc in daemon.tree():
-        try:
-            if not proc.cmdline() or not proc.cmdline()[0].startswith(f"Model: {SMOLLM2_NAME}"):
-                continue
-            for conn in proc.net_connections(kind="tcp"):
-                if conn.status == psutil.CONN_LISTEN:
-                    url = f"http://127.0.0.1:{conn.laddr.port}/slots"
-                    try:
-                        if isinstance(httpx.get(url, timeout=2).json(), list):
-                            return url
-                    except (httpx.HTTPError, ValueError):
-                        continue
-        except psutil.Error:
-            continue
-    raise AssertionError("no llama-server found in the model process")
+def engine(daemon: DaemonProcess) -> tuple[str, dict[str, str]]:
+    """The /slots endpoint and auth header of the llama-server inside the model's process.
+
+    The daemon fixes that server's port and key at launch and records them in run/engines.json (0600);
+    the server refuses requests without the key.
+    """
+    info = json.loads((daemon.settings.run_dir / "engines.json").read_text())[SMOLLM2_NAME]
+    url = info["url"] + "/slots"
+    assert httpx.get(url, timeout=10).status_code == 401, "the engine must refuse requests without its key"
+    return url, {"Authorization": f"Bearer {info['key']}"}
 
 
-def slot(url: str) -> dict:
-    return httpx.get(url, timeout=10).json()[0]
+def slot(target: tuple[str, dict[str, str]]) -> dict:
+    url, headers = target
+    return httpx.get(url, headers=headers, timeout=10).json()[0]
 
 
 def decoded(s: dict) -> int:
@@ -53,7 +47,7 @@ def decoded(s: dict) -> int:
 
 def test_disconnect_mid_stream_stops_the_engine(daemon: DaemonProcess) -> None:
     daemon.client.start(SMOLLM2_NAME)
-    url = engine_slots_url(daemon)
+    url = engine(daemon)
     assert not slot(url)["is_processing"]
 
     with httpx.stream("POST", daemon.url + "/v1/chat/completions", json=LONG, timeout=300) as r:
@@ -84,7 +78,7 @@ def test_disconnect_mid_stream_stops_the_engine(daemon: DaemonProcess) -> None:
 
 def test_disconnect_while_waiting_for_a_non_streamed_answer_stops_the_engine(daemon: DaemonProcess) -> None:
     daemon.client.start(SMOLLM2_NAME)
-    url = engine_slots_url(daemon)
+    url = engine(daemon)
     body = {**LONG, "stream": False}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(daemon.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=2.0))
