@@ -13,6 +13,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -383,6 +384,11 @@ async def run(cfg: Config) -> dict[str, Any]:
         say("qwendesk lifecycle: start-up, idle footprint, cold auto-start, keep-alive stop")
         result["lifecycle"] = await lifecycle(cfg, models[0], workdir)
     systems = make_systems(cfg, workdir, models)
+    # SIGTERM (and SIGINT, which a background job ignores) cancel the run so every server is stopped.
+    task = asyncio.current_task()
+    assert task is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
     try:
         for s in systems:
             say(f"starting {s.key}: {s.label}")

@@ -107,7 +107,7 @@ class ModelManager:
         self.accel = accel
         self.events = events
         self.models: dict[str, ModelEntry] = {}
-        self._registered: set[str] = set()
+        self._registered: dict[str, str] = {}  # name -> Xinference model type it is registered as
         self._rescan_lock = asyncio.Lock()
         self._rescan_handle: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -228,14 +228,15 @@ class ModelManager:
     async def _register(self, entry: ModelEntry) -> None:
         if entry.name in self._registered or self.supervisor.client is None:
             return
-        await self.supervisor.client.register_llm(registry.registration_spec(entry.files))
-        self._registered.add(entry.name)
+        model_type = registry.model_type(entry.files)
+        await self.supervisor.client.register(model_type, registry.registration_spec(entry.files))
+        self._registered[entry.name] = model_type
 
     async def _unregister(self, name: str) -> None:
-        if name in self._registered and self.supervisor.client is not None:
+        model_type = self._registered.pop(name, None)
+        if model_type and self.supervisor.client is not None:
             with suppress(QwendeskError):
-                await self.supervisor.client.unregister_llm(name)
-        self._registered.discard(name)
+                await self.supervisor.client.unregister(model_type, name)
 
     async def _terminate(self, entry: ModelEntry) -> None:
         """Stop the model in Xinference if it runs (caller holds entry.lock)."""
@@ -330,6 +331,9 @@ class ModelManager:
                 return
             self._check_startable(entry)
             kwargs = launch_kwargs(self.settings, self.accel, options)
+            model_type = registry.model_type(entry.files)
+            if model_type == "embedding":
+                kwargs = registry.embedding_launch_kwargs(entry.files, kwargs)
             if self.supervisor.mode == "embedded":
                 self._check_memory(entry, kwargs["n_ctx"])
             self._set(entry, ModelState.STARTING)
@@ -346,9 +350,10 @@ class ModelManager:
                 entry.uid = await client.launch(
                     entry.name,
                     entry.name,
-                    model_size=spec["model_size_in_billions"],
+                    model_size=spec.get("model_size_in_billions"),  # embedding specs have none
                     quantization=file_kwargs.pop("quantization", spec["quantization"]),
                     explain=lambda: self.supervisor.explain_failure(offset),
+                    model_type=model_type,
                     **kwargs,
                     **file_kwargs,
                 )

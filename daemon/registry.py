@@ -122,12 +122,13 @@ def hash_text(text: str) -> int:
 
 @lru_cache(maxsize=1)
 def reserved_names() -> frozenset[str]:
-    """Xinference's built-in model names: registering one of them again is refused (400)."""
+    """Xinference's built-in LLM and embedding names: registering one of them again is refused (400)."""
     spec = importlib.util.find_spec("xinference")  # locates the package without importing it
     if not spec or not spec.submodule_search_locations:
         return frozenset()
     names = set()
-    for f in (Path(next(iter(spec.submodule_search_locations))) / "model" / "llm" / "models").glob("*.json"):
+    root = Path(next(iter(spec.submodule_search_locations))) / "model"
+    for f in [*(root / "llm" / "models").glob("*.json"), *(root / "embedding" / "models").glob("*.json")]:
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -324,10 +325,6 @@ def _register(model: ModelFiles) -> None:
         model.registration = registration_for(model.info, has_mmproj=model.mmproj is not None)
     except ModelFileError as exc:
         model.error = exc.message
-        return
-    if model.registration.embedding:
-        model.error = (f"'{model.file.name}' is an embedding model ({model.info.architecture}); "
-                       "qwendesk serves chat and completion models only.")  # fmt: skip
 
 
 def scan(folders: list[Path], *, now: float | None = None) -> dict[str, ModelFiles]:
@@ -379,16 +376,16 @@ def _part(path: Path) -> str:
     return f"{m['no']}-of-{m['count']}"
 
 
-def registration_spec(model: ModelFiles) -> dict[str, Any]:
-    """The custom-LLM JSON for POST /v1/model_registrations/LLM (see notes/xinference.md §1)."""
-    if not model.ok or model.info is None or model.registration is None:
-        raise ModelFileError(
-            f"Model '{model.name}' cannot be registered: {model.error or 'still being copied'}"
-        )
-    reg, info = model.registration, model.info
+def model_type(model: ModelFiles) -> str:
+    """Xinference's model type for a registrable model: "embedding" or "LLM" (its URL spelling)."""
+    reg = model.registration
+    return "embedding" if reg is not None and reg.kind == "embedding" else "LLM"
+
+
+def _file_spec(model: ModelFiles, info: GGUFInfo) -> dict[str, Any]:
+    """The model_specs entry both kinds share: format, quantization, file name(s), folder."""
     spec: dict[str, Any] = {
         "model_format": "ggufv2",
-        "model_size_in_billions": size_in_billions(info),
         "quantization": info.quantization,
         "model_file_name_template": _escape(model.file.name),
         "model_uri": str(model.folder),
@@ -399,6 +396,19 @@ def registration_spec(model: ModelFiles) -> dict[str, Any]:
         suffix = model.file.name.rsplit(".", 1)[1]
         spec["model_file_name_split_template"] = f"{_escape(base['base'])}-{{part}}.{suffix}"
         spec["quantization_parts"] = {info.quantization: [_part(f) for f in model.files]}
+    return spec
+
+
+def registration_spec(model: ModelFiles) -> dict[str, Any]:
+    """The custom-model JSON for POST /v1/model_registrations/{model_type(model)} (notes/xinference.md §1)."""
+    if not model.ok or model.info is None or model.registration is None:
+        raise ModelFileError(
+            f"Model '{model.name}' cannot be registered: {model.error or 'still being copied'}"
+        )
+    reg, info = model.registration, model.info
+    if reg.kind == "embedding":
+        return _embedding_spec(model, info, reg)
+    spec = {"model_size_in_billions": size_in_billions(info), **_file_spec(model, info)}
     if model.mmproj:
         spec["multimodal_projectors"] = [model.mmproj.name]
     family: dict[str, Any] = {
@@ -416,9 +426,36 @@ def registration_spec(model: ModelFiles) -> dict[str, Any]:
     return family
 
 
+def _embedding_spec(model: ModelFiles, info: GGUFInfo, reg: Registration) -> dict[str, Any]:
+    """A custom embedding model (`xinference/model/embedding/core.py` EmbeddingModelFamilyV2)."""
+    return {
+        "version": 2,
+        "model_name": model.name,
+        "dimensions": reg.dimensions,
+        "max_tokens": reg.context_length,
+        "language": ["en", "zh"],
+        "model_description": f"{info.name or model.file.name} ({info.size_label or '?'}, {info.quantization})",
+        "model_specs": [_file_spec(model, info)],
+    }
+
+
+def embedding_launch_kwargs(model: ModelFiles, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` fitted to an embedding model: one input is embedded in a single llama.cpp batch, so each
+    slot's context is capped at the trained one and the batch sizes match it (else long inputs fail)."""
+    slots = kwargs["n_parallel"]
+    per_slot = kwargs["n_ctx"] // slots
+    if model.info is not None and model.info.context_length:
+        per_slot = min(per_slot, model.info.context_length)
+    return {**kwargs, "n_ctx": per_slot * slots, "n_batch": per_slot, "n_ubatch": per_slot}
+
+
 def launch_kwargs_for_files(model: ModelFiles) -> dict[str, Any]:
     """Launch arguments that depend on the files (the lead adds n_ctx, n_parallel, …)."""
     kwargs: dict[str, Any] = {"model_format": "ggufv2", "quantization": model.quantization}
+    reg = model.registration
+    if reg is not None and reg.kind == "embedding":
+        kwargs["pooling_type"] = reg.pooling_type  # Xinference's embedder would force `last`
+        return kwargs  # its engine takes no projector
     if model.mmproj:
         kwargs["multimodal_projector"] = str(model.mmproj.resolve())
     return kwargs

@@ -22,6 +22,7 @@ from .errors import (
 )
 
 LLM_REGISTRATIONS = "/v1/model_registrations/LLM"
+MODEL_TYPES = ("LLM", "embedding")  # the custom-model kinds qwendesk registers (Xinference's spelling)
 # Loading a model spawns a process that imports torch before llama.cpp even starts; be generous.
 LAUNCH_TIMEOUT = 900.0
 # Xinference's JWTs live 30 minutes; log in again a little before that.
@@ -183,24 +184,33 @@ class XinferenceClient:
         """Raise unless an authorized `GET /v1/models` (and, with credentials, a login) succeeds."""
         await self.request("GET", "/v1/models", admin=True)
 
-    async def register_llm(self, spec: dict[str, Any], persist: bool = False) -> None:
-        """Register a custom LLM; an existing one of that name is replaced (so a changed file is picked up)."""
+    async def register(self, model_type: str, spec: dict[str, Any], persist: bool = False) -> None:
+        """Register a custom model of `model_type` ("LLM" or "embedding"); one of that name is replaced."""
+        path = _registrations(model_type)
         body = {"model": json.dumps(spec), "persist": persist}
         try:
-            await self.request("POST", LLM_REGISTRATIONS, admin=True, json=body)
+            await self.request("POST", path, admin=True, json=body)
         except BadRequest as exc:
             if "already registered" not in exc.message and "conflicts with" not in exc.message:
                 raise
-            await self.unregister_llm(spec["model_name"])
-            await self.request("POST", LLM_REGISTRATIONS, admin=True, json=body)
+            await self.unregister(model_type, spec["model_name"])
+            await self.request("POST", path, admin=True, json=body)
+
+    async def unregister(self, model_type: str, name: str) -> None:
+        """Remove a custom registration (unknown names are fine); model files are never touched."""
+        await self.request("DELETE", f"{_registrations(model_type)}/{name}", admin=True)
+
+    async def register_llm(self, spec: dict[str, Any], persist: bool = False) -> None:
+        """Register a custom LLM; an existing one of that name is replaced (so a changed file is picked up)."""
+        await self.register("LLM", spec, persist)
 
     async def unregister_llm(self, name: str) -> None:
         """Remove a custom LLM registration (unknown names are fine); model files are never touched."""
-        await self.request("DELETE", f"{LLM_REGISTRATIONS}/{name}", admin=True)
+        await self.unregister("LLM", name)
 
-    async def registrations(self) -> list[str]:
-        """Names of the user-defined (not built-in) LLM registrations."""
-        resp = await self.request("GET", LLM_REGISTRATIONS, admin=True)
+    async def registrations(self, model_type: str = "LLM") -> list[str]:
+        """Names of the user-defined (not built-in) registrations of `model_type`."""
+        resp = await self.request("GET", _registrations(model_type), admin=True)
         return [item["model_name"] for item in resp.json() if not item.get("is_builtin")]
 
     async def launch(
@@ -208,26 +218,30 @@ class XinferenceClient:
         model_name: str,
         uid: str,
         *,
-        model_size: str | int,
+        model_size: str | int | None,
         quantization: str,
         explain: Callable[[], str | None] | None = None,
+        model_type: str = "LLM",
         **engine_kwargs: Any,
     ) -> str:
         """Launch a registered GGUF with llama.cpp and wait until it serves; returns the model uid.
 
         On failure Xinference only says "Failed to init server"; `explain()` (e.g. the supervisor's
         `explain_failure(offset)`) supplies the engine's real reason for the ModelLoadError.
+        Embedding models have no size in their registration: pass `model_size=None`.
         """
-        body = {
+        _registrations(model_type)  # validates the type
+        body: dict[str, Any] = {
             "model_uid": uid,
             "model_name": model_name,
-            "model_type": "LLM",
+            "model_type": model_type,
             "model_engine": "llama.cpp",
             "model_format": "ggufv2",
-            "model_size_in_billions": model_size,
             "quantization": quantization,
             **engine_kwargs,
         }
+        if model_size is not None:
+            body["model_size_in_billions"] = model_size
         try:
             resp = await self.request(
                 "POST",
@@ -259,6 +273,13 @@ class XinferenceClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _registrations(model_type: str) -> str:
+    """The registrations URL of one model type; anything else is a programming error."""
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {MODEL_TYPES}, not {model_type!r}")
+    return f"/v1/model_registrations/{model_type}"
 
 
 def launch_failure_message(

@@ -33,11 +33,18 @@ QWEN_ARCHITECTURES = frozenset(
     {"qwen", "qwen2", "qwen2moe", "qwen2vl", "qwen3", "qwen3moe", "qwen3next", "qwen3vl", "qwen3vlmoe",
      "qwen35", "qwen35moe"}
 )  # fmt: skip
-# Encoders/embedders: llama.cpp runs them, but there is nothing to chat with.
+# Encoders/embedders: llama.cpp runs them, but there is nothing to chat with. They are bidirectional,
+# so a file without a pooling type is pooled by the mean (sentence-transformers' default).
 EMBEDDING_ARCHITECTURES = frozenset(
     {"bert", "nomic-bert", "nomic-bert-moe", "jina-bert-v2", "jina-bert-v3", "modern-bert", "neo-bert",
-     "eurobert", "gemma-embedding", "gemma-embedding2", "llama-embed", "t5encoder", "wavtokenizer-dec"}
+     "eurobert", "gemma-embedding", "gemma-embedding2", "llama-embed", "t5encoder"}
 )  # fmt: skip
+# Neither text generators nor text embedders (WavTokenizer is an audio decoder for TTS).
+UNSERVABLE_ARCHITECTURES = frozenset({"wavtokenizer-dec"})
+# Hub pipeline tags of embedding models, as convert_hf_to_gguf copies them into general.tags.
+EMBEDDING_TAGS = frozenset({"sentence-similarity", "sentence-transformers", "feature-extraction"})
+# gguf.PoolingType values (llama.cpp's llama_pooling_type), kept as ints: launch kwargs need ints.
+POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = 0, 1, 2, 3, 4
 DEFAULT_CONTEXT = 2048  # Xinference's own default when a file states none
 
 
@@ -50,10 +57,41 @@ class Registration:
     abilities: tuple[str, ...]
     context_length: int
     embedding: bool = False
+    dimensions: int | None = None  # embedding models: length of one vector
+    pooling_type: int | None = None  # embedding models: how llama.cpp pools token states (POOLING_*)
 
     @property
     def chat(self) -> bool:
         return "chat" in self.abilities
+
+    @property
+    def kind(self) -> str:
+        """'embedding' (served at /v1/embeddings) or 'chat' (chat and completions, incl. generate-only)."""
+        return "embedding" if self.embedding else "chat"
+
+
+def is_embedding(info: GGUFInfo) -> bool:
+    """An embedding model: an encoder architecture, a pooling type in the file, or tagged as one.
+
+    Qwen3-Embedding GGUFs are architecture `qwen3` (like the chat models) with `qwen3.pooling_type` =
+    last; chat GGUFs carry no pooling type.
+    """
+    if (info.architecture or "") in EMBEDDING_ARCHITECTURES:
+        return True
+    if info.pooling_type not in (None, POOLING_NONE):
+        return True
+    return info.general_type in ("embedding", "embeddings") or bool(EMBEDDING_TAGS & set(info.tags))
+
+
+def embedding_pooling(info: GGUFInfo) -> int:
+    """The pooling llama.cpp must use: the file's own, else mean for encoders and last token for decoders.
+
+    Xinference's llama.cpp embedder forces `last` unless told otherwise, which is wrong for BERT-style
+    models, so the launch always states it.
+    """
+    if info.pooling_type in (POOLING_MEAN, POOLING_CLS, POOLING_LAST):
+        return info.pooling_type
+    return POOLING_MEAN if (info.architecture or "") in EMBEDDING_ARCHITECTURES else POOLING_LAST
 
 
 def _family_and_vision(info: GGUFInfo, has_mmproj: bool) -> tuple[str, bool]:
@@ -81,8 +119,25 @@ def registration_for(info: GGUFInfo, *, has_mmproj: bool = False) -> Registratio
         raise ModelFileError(f"'{info.path.name}' is a vision projector (mmproj), not a model to register.")
     context = info.context_length or DEFAULT_CONTEXT
     arch = info.architecture or ""
-    if arch in EMBEDDING_ARCHITECTURES:
-        return Registration(f"custom-{arch}", None, ("embed",), context, embedding=True)
+    if arch in UNSERVABLE_ARCHITECTURES:
+        raise ModelFileError(
+            f"'{info.path.name}' is a '{arch}' model (not text chat or embeddings), which qwendesk cannot serve."
+        )
+    if info.pooling_type == POOLING_RANK:
+        raise ModelFileError(
+            f"'{info.path.name}' is a reranker (pooling type 'rank'); qwendesk serves chat and embedding "
+            "models only."
+        )
+    if is_embedding(info):
+        if not info.embedding_length:
+            raise ModelFileError(
+                f"'{info.path.name}' is an embedding model without '{arch}.embedding_length', so its vector "
+                "size is unknown. Re-convert it with a current llama.cpp."
+            )
+        return Registration(
+            f"custom-{arch or 'unknown'}-embedding", None, ("embed",), context, embedding=True,
+            dimensions=info.embedding_length, pooling_type=embedding_pooling(info),
+        )  # fmt: skip
     family, vision = _family_and_vision(info, has_mmproj)
     if info.chat_template:
         template: str | None = ""  # llama.cpp renders the file's own template: always the right one

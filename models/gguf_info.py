@@ -79,6 +79,7 @@ class GGUFInfo:
     head_count_kv: int | None
     key_length: int | None
     value_length: int | None
+    pooling_type: int | None  # `<arch>.pooling_type` (gguf PoolingType): set by embedding converters
     split_no: int | None
     split_count: int | None
     split_tensors_count: int | None
@@ -91,6 +92,12 @@ class GGUFInfo:
     def is_projector(self) -> bool:
         """A vision/audio projector (mmproj), not a model you can chat with."""
         return self.general_type == "mmproj" or self.architecture in PROJECTOR_ARCHITECTURES
+
+    @property
+    def tags(self) -> tuple[str, ...]:
+        """`general.tags` (e.g. the hub's pipeline tag), lower-case; empty when absent or very long."""
+        tags = self.metadata.get("general.tags")
+        return tuple(t.lower() for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
 
     @property
     def is_split(self) -> bool:
@@ -372,6 +379,7 @@ def _build(path, size, version, meta, tensors, data_offset, data_end, h: _Header
         head_count_kv=arch_int("attention.head_count_kv") or head_count,
         key_length=arch_int("attention.key_length"),
         value_length=arch_int("attention.value_length"),
+        pooling_type=arch_int("pooling_type"),
         split_no=meta.get("split.no"),
         split_count=meta.get("split.count"),
         split_tensors_count=meta.get("split.tensors.count"),

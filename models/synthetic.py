@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from gguf import GGUFWriter
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType, TokenType
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType, PoolingType, TokenType
 from gguf.quants import quantize
 from gguf.utility import model_weight_count_rounded_notation
 
@@ -258,9 +258,11 @@ def _tensor_data(
     return quantize(data, qtype)
 
 
-def _add_metadata(w: GGUFWriter, arch: str, s: Shape, shape_name: str, file_type: str) -> None:
+def _add_metadata(
+    w: GGUFWriter, arch: str, s: Shape, shape_name: str, file_type: str, pooling: PoolingType | None = None
+) -> None:
     w.add_type("model")
-    w.add_name(f"Synthetic {arch} {shape_name}")
+    w.add_name(f"Synthetic {arch} {shape_name}" + (" Embedding" if pooling is not None else ""))
     n_params = sum(int(np.prod(shp)) for _, shp in _tensor_specs(arch, s))
     w.add_size_label(s.size_label or model_weight_count_rounded_notation(n_params))
     w.add_file_type(int(FILE_TYPES[file_type][1]))
@@ -276,6 +278,8 @@ def _add_metadata(w: GGUFWriter, arch: str, s: Shape, shape_name: str, file_type
         w.add_value_length(s.head_dim)
     w.add_rope_freq_base(1_000_000.0)
     w.add_layer_norm_rms_eps(1e-6)
+    if pooling is not None:  # how convert_hf_to_gguf marks Qwen3-Embedding (pooling = last)
+        w.add_pooling_type(pooling)
     tokens, types, merges = build_vocab(arch, s.vocab)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("qwen2")
@@ -296,8 +300,12 @@ def write_qwen_gguf(
     file_type: str = "Q8_0",
     seed: int = 0,
     split_max_tensors: int | None = None,
+    pooling_type: str | None = None,
 ) -> Path:
     """Write a random-weight Qwen GGUF; returns the file (the first shard when split).
+
+    `pooling_type` ("last", "mean", "cls") makes an embedding model laid out like Qwen3-Embedding:
+    the same tensors as the chat model (tied embeddings, no output head) plus `<arch>.pooling_type`.
 
     Files appear atomically: they are written into a hidden temp folder beside `path`, then moved.
     Split files are named `<stem>-00001-of-0000N.gguf` like llama.cpp's gguf-split.
@@ -311,6 +319,12 @@ def write_qwen_gguf(
             f"file_type {file_type!r} cannot be produced with gguf's numpy quantizer "
             f"(supported: {', '.join(FILE_TYPES)}); use llama.cpp's quantizer for K-quants."
         )
+    pooling = None
+    if pooling_type is not None:
+        names = {p.name.lower(): p for p in PoolingType if p not in (PoolingType.NONE, PoolingType.RANK)}
+        if pooling_type not in names:
+            raise ValueError(f"pooling_type must be one of {sorted(names)}, not {pooling_type!r}")
+        pooling = names[pooling_type]
     path, s = Path(path), SHAPES[shape]
     weight_type = FILE_TYPES[file_type][0]
     specs = [
@@ -320,7 +334,7 @@ def write_qwen_gguf(
     tmp = Path(tempfile.mkdtemp(prefix=".qwendesk-synthetic-", dir=path.parent))
     try:
         w = GGUFWriter(tmp / path.name, arch, split_max_tensors=split_max_tensors or 0)
-        _add_metadata(w, arch, s, shape, file_type)
+        _add_metadata(w, arch, s, shape, file_type, pooling)
         for name, shp, qtype in specs:
             w.add_tensor_info(name, shp, np.dtype(np.float32), _nbytes(shp, qtype), raw_dtype=qtype)
         w.write_header_to_file()

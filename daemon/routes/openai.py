@@ -114,6 +114,7 @@ async def _forward(request: Request, path: str) -> Response:
     manager = request.app.state.manager
     entry = manager.find(body["model"])
     name = entry.name
+    _check_kind(name, entry.files.registration, path)
     http: httpx.AsyncClient = request.app.state.openai_http
     stack = AsyncExitStack()
     try:
@@ -139,6 +140,20 @@ async def _forward(request: Request, path: str) -> Response:
     except BaseException:
         await stack.aclose()
         raise
+
+
+def _check_kind(name: str, registration: Any, path: str) -> None:
+    """Refuse, before starting anything, a request the model cannot answer (chat vs embeddings)."""
+    if registration is None:
+        return  # an unusable file: `using` explains why
+    if path.endswith("/embeddings") and registration.kind != "embedding":
+        raise BadRequest(
+            f"{name} does not serve embeddings: it is a chat model. Use an embedding model for /v1/embeddings."
+        )
+    if not path.endswith("/embeddings") and registration.kind == "embedding":
+        raise BadRequest(
+            f"{name} is an embedding model: it serves /v1/embeddings only. Use a chat model for {path}."
+        )
 
 
 async def _send(

@@ -72,6 +72,7 @@ def test_start_stop_and_open_chat_from_the_menu(
     daemon: DaemonProcess, tray_for: Callable[..., TrayApp]
 ) -> None:
     opened: list[str] = []
+    daemon.client.stop(SMOLLM2_NAME)  # the session daemon is shared: other tests may have started it
     app = tray_for(daemon.settings, browser=lambda url: opened.append(url) or True)
     app.start_background()
 

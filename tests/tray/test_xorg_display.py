@@ -68,6 +68,7 @@ def test_icon_follows_a_real_daemon(daemon, tmp_path: Path, artifacts: Path) -> 
     """Against the real daemon: idle icon, then the running icon once SmolLM2 runs, then idle again."""
     from tests.conftest import SMOLLM2_NAME
 
+    daemon.client.stop(SMOLLM2_NAME)  # the session daemon is shared: other tests may have started it
     # The default browser, as Python's webbrowser finds it: $BROWSER, here a script that records the URL.
     opened = tmp_path / "opened.txt"
     browser = tmp_path / "browser.sh"
