@@ -70,6 +70,7 @@ class Config:
     wait_max: float
     bg_max: float
     quick: bool
+    skip_lifecycle: bool = False
 
 
 def parse_args(argv: list[str] | None) -> Config:
@@ -86,16 +87,18 @@ def parse_args(argv: list[str] | None) -> Config:
     p.add_argument("--wait-load", type=float, default=1.5, help="wait until the 1-min load average is below")
     p.add_argument("--wait-max", type=float, default=1500, help="total seconds a run may wait for quiet")
     p.add_argument("--bg-max", type=float, default=0.5, help="most other runnable tasks allowed per request")
+    p.add_argument("--skip-lifecycle", action="store_true", help="skip qwendesk start-up/idle/cold-start")
     a = p.parse_args(argv)
     systems = [s.strip() for s in a.systems.split(",") if s.strip()]
     if a.quick:
-        return Config(
+        return Config(skip_lifecycle=a.skip_lifecycle,
             models=a.models or ["smollm2"], systems=systems, rounds=a.rounds or 1, decode_tokens=32,
             prompt_tokens=128, ttft_requests=5, ttft_tokens=4, levels=[1, 2, 4], conc_tokens=16, conc_rounds=1,
             n_threads=a.threads, n_ctx=a.n_ctx, cache_ram_mib=a.cache_ram_mib, startup_reps=1, keep_alive=5,
             wait_load=math.inf, wait_max=0, bg_max=math.inf, quick=True,
         )  # fmt: skip
     return Config(
+        skip_lifecycle=a.skip_lifecycle,
         models=a.models or ["smollm2", "q4_0", "q4_k_m"], systems=systems, rounds=a.rounds or 3,
         decode_tokens=128, prompt_tokens=512, ttft_requests=20, ttft_tokens=4, levels=[1, 2, 4, 8],
         conc_tokens=64, conc_rounds=1, n_threads=a.threads, n_ctx=a.n_ctx, cache_ram_mib=a.cache_ram_mib,
@@ -380,7 +383,7 @@ async def run(cfg: Config) -> dict[str, Any]:
     result["load_before_wait"] = os.getloadavg()
     await wait_quiet(cfg)
     result["load_at_start"] = os.getloadavg()
-    if "d" in cfg.systems:
+    if "d" in cfg.systems and not cfg.skip_lifecycle:
         say("qwendesk lifecycle: start-up, idle footprint, cold auto-start, keep-alive stop")
         result["lifecycle"] = await lifecycle(cfg, models[0], workdir)
     systems = make_systems(cfg, workdir, models)
@@ -396,6 +399,7 @@ async def run(cfg: Config) -> dict[str, Any]:
         for m in models:
             say(f"model {m.key}")
             result["models"][m.key] = await bench_model(cfg, m, systems)
+            result["waited_s"] = _waited
             RESULTS.mkdir(parents=True, exist_ok=True)  # partial results survive an interrupted run
             (RESULTS / "partial.json").write_text(json.dumps(result, indent=1, default=str))
     finally:

@@ -61,11 +61,15 @@ def model_table(key: str, m: dict[str, Any], labels: dict[str, str]) -> str:
 
     row("decode tok/s, client (×a)", [_cell(s[c]["decode_tps"], r[c]["decode_ratio"]) for c in cols],
         _verdict(t["decode_ratio"], "{:.2f}× (≥ 0.97×)"))  # fmt: skip
+    row("decode tok/s, client, best round (×a)",
+        [_cell(s[c]["decode_tps_best"], r[c]["decode_ratio_best"]) for c in cols])  # fmt: skip
     row("decode tok/s, engine timings (×a)",
         [_cell(s[c]["decode_tps_engine"], r[c]["decode_ratio_engine"]) for c in cols])  # fmt: skip
     row(f"prompt tok/s, client, {_f(s['a']['prompt_tokens'], '{:.0f}')}-token prompt (×a)",
         [_cell(s[c]["prefill_tps"], r[c]["prefill_ratio"]) for c in cols],
         _verdict(t["prefill_ratio"], "{:.2f}× (≥ 0.97×)"))  # fmt: skip
+    row("prompt tok/s, client, best round (×a)",
+        [_cell(s[c]["prefill_tps_best"], r[c]["prefill_ratio_best"]) for c in cols])  # fmt: skip
     row("prompt tok/s, engine timings (×a)",
         [_cell(s[c]["prefill_tps_engine"], r[c]["prefill_ratio_engine"]) for c in cols])  # fmt: skip
     row("TTFT p50 ms (+ms over a)",
@@ -132,6 +136,23 @@ def headline(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _load(result: dict[str, Any], key: str) -> str:
+    value = result.get(key)
+    return f"{value[0]:.2f}" if value else "–"
+
+
+def _background(result: dict[str, Any]) -> str:
+    """How busy the machine was just before the measured requests (other runnable tasks, median)."""
+    values = [s.get("background_median") for m in result["models"].values() for s in m["summary"].values()]
+    values = [v for v in values if v is not None]
+    if not values:
+        return ""
+    return (
+        f"other runnable tasks just before each measured request: median {metrics.median(values):.2f} "
+        f"(shared machine; {result.get('waited_s') or 0:.0f} s spent waiting for quiet)."
+    )
+
+
 def markdown(result: dict[str, Any]) -> str:
     mach = result["machine"]
     cfg = result["config"]
@@ -139,8 +160,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"## qwendesk benchmark, {result['started']}{' (quick mode)' if cfg['quick'] else ''}",
         "",
         f"Machine: {mach['cpu']}, {mach['physical_cores']} physical / {mach['logical_cores']} logical cores, "
-        f"{mach['ram_gib']} GiB, {mach['platform']}. Load average at start {result['load_at_start'][0]:.2f}, "
-        f"at end {result['load_at_end'][0]:.2f}. Versions: "
+        f"{mach['ram_gib']} GiB, {mach['platform']}. Load average at start {_load(result, 'load_at_start')}, "
+        f"at end {_load(result, 'load_at_end')}; {_background(result)} Versions: "
         + ", ".join(f"{k} {v}" for k, v in mach["versions"].items() if v)
         + ".",
         "",
@@ -159,7 +180,18 @@ def markdown(result: dict[str, Any]) -> str:
         parts += [lifecycle_table(result), ""]
     for key, m in result["models"].items():
         parts += [model_table(key, m, result.get("labels", {})), ""]
+    parts += [NOTES, ""]
     return "\n".join(parts)
+
+
+NOTES = """Notes. a-http is the llama-server inside a's own xllamacpp.Server: qwendesk's `/v1` proxies to exactly
+this server, so d − a-http is the daemon's own cost and a-http − a the cost of HTTP/SSE in llama.cpp.
+The engine-timings rows come from llama.cpp itself (no transport can change them): where they move between
+columns as much as the client-side rows, the difference is the machine, not the system. b (llama-cpp-python)
+streams no usage or timings; its prompt length is taken from a, and on random-weight files its client-side
+decode rate is not meaningful (it holds back text that is not yet valid UTF-8 and releases it in a burst).
+b serves one request at a time, so its concurrency rows show queueing. Where a target is missed or the
+numbers disagree, bench/FINDINGS.md says by how much and why."""
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
@@ -193,3 +225,46 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def merge(paths: list[Path]) -> dict[str, Any]:
+    """Several runs' results as one (models side by side; start-up figures from the first run that has them)."""
+    import json
+
+    runs = [json.loads(p.read_text()) for p in paths]
+    out = dict(runs[0])
+    out["models"] = {}
+    out["merged_from"] = [r["started"] for r in runs]
+    for r in runs:
+        out["models"].update(r["models"])
+        for key in ("lifecycle", "startup"):
+            if not out.get(key) and r.get(key):
+                out[key] = r[key]
+        out["load_at_end"] = r.get("load_at_end", out.get("load_at_end"))
+        out["labels"] = {**r.get("labels", {}), **out.get("labels", {})}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.report RUN.json… [-o PREFIX]`: rebuild (or merge) the table and chart."""
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__)
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("-o", "--out", default="latest", help="name in bench/results (default: latest)")
+    a = p.parse_args(argv)
+    result = merge(a.runs)
+    add_summaries(result)
+    results = Path(__file__).resolve().parent / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{a.out}.json").write_text(json.dumps(result, indent=1, default=str))
+    table = markdown(result)
+    (results / f"{a.out}.md").write_text(table)
+    chart(result, results / f"{a.out}.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -115,10 +115,14 @@ class StreamRecord:
             return
         for choice in obj.get("choices") or []:
             delta = choice.get("delta") or {}
-            if delta.get("content") or delta.get("reasoning_content"):
+            # A token whose text is empty (a partial UTF-8 byte of random weights) still arrives as a
+            # chunk with "content": ""; the role-only opening chunk has content null. A 1-token answer
+            # of an unprintable token shows up only as the finishing chunk.
+            token = delta.get("content") is not None or delta.get("reasoning_content") is not None
+            if token:
                 self.chunks += 1
-                if self.first is None:
-                    self.first = now
+            if (token or choice.get("finish_reason")) and self.first is None:
+                self.first = now
         usage = obj.get("usage")
         if isinstance(usage, dict):
             self.prompt_tokens = usage.get("prompt_tokens", self.prompt_tokens)

@@ -64,7 +64,8 @@ def test_embedding_gguf_is_listed_served_refused_for_chat_and_unregistered(daemo
         two = client.embeddings.create(model=name, input=["hello world", "what time is the weather"])
         assert [d.index for d in two.data] == [0, 1] and all(len(d.embedding) == dims for d in two.data)
         a, b = two.data[0].embedding, two.data[1].embedding
-        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-3  # different inputs, different vectors
+        # Different inputs give different vectors.
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-3
         assert close(a, first)  # the same input gives the same vector, alone or in a batch
         assert close(client.embeddings.create(model=name, input="hello world").data[0].embedding, first)
 
