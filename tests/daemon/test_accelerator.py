@@ -16,7 +16,12 @@ def test_apple_silicon_offloads_everything_to_metal() -> None:
 
 
 def test_intel_mac_linux_and_windows_use_the_cpu() -> None:
-    for system, machine in (("Darwin", "x86_64"), ("Linux", "x86_64"), ("Windows", "AMD64"), ("Linux", "aarch64")):
+    for system, machine in (
+        ("Darwin", "x86_64"),
+        ("Linux", "x86_64"),
+        ("Windows", "AMD64"),
+        ("Linux", "aarch64"),
+    ):
         acc = accelerator.detect(system=system, machine=machine, cores=4)
         assert acc.kind == "cpu", (system, machine)
         assert accelerator.launch_kwargs(load_settings(), acc, StartRequest())["n_gpu_layers"] == 0

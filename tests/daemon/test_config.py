@@ -21,7 +21,7 @@ def test_defaults_live_under_home(qwendesk_home: Path) -> None:
 
 
 def test_precedence_file_then_env_then_flags(qwendesk_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (qwendesk_home / "config.toml").write_text('port = 1111\nn_ctx = 2048\nkeep_alive = 10\n')
+    (qwendesk_home / "config.toml").write_text("port = 1111\nn_ctx = 2048\nkeep_alive = 10\n")
     assert config.load_settings().port == 1111
     monkeypatch.setenv("QWENDESK_PORT", "2222")
     s = config.load_settings()

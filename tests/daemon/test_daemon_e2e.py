@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,12 @@ pytestmark = pytest.mark.e2e
 
 
 def chat(daemon: DaemonProcess, model: str, text: str, max_tokens: int = 16) -> dict:
-    body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": max_tokens, "temperature": 0}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
     r = httpx.post(daemon.url + "/v1/chat/completions", json=body, timeout=300)
     assert r.status_code == 200, r.text
     return r.json()
@@ -102,8 +106,11 @@ def test_bad_files_are_listed_with_a_clear_error_and_nothing_else_breaks(
     text = daemon.models_dir / "notes.gguf"
     text.write_text("this is not a model\n")
     try:
+
         def both_in_error(client) -> list[dict] | None:
-            bad = [m for m in client.models() if m["name"] in ("truncated", "notes") and m["state"] == "error"]
+            bad = [
+                m for m in client.models() if m["name"] in ("truncated", "notes") and m["state"] == "error"
+            ]
             return bad if len(bad) == 2 else None
 
         bad = daemon.wait_for(both_in_error, what="both bad files in error")
@@ -143,7 +150,11 @@ def _alive(p: psutil.Process) -> bool:
 
 def test_a_second_daemon_on_the_same_home_is_refused(daemon: DaemonProcess) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "qwendesk.daemon", "serve"], env=daemon.env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "qwendesk.daemon", "serve"],
+        env=daemon.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0
     assert "already running" in out.stderr
@@ -151,7 +162,9 @@ def test_a_second_daemon_on_the_same_home_is_refused(daemon: DaemonProcess) -> N
 
 def test_dns_rebinding_and_foreign_origins_are_refused(daemon: DaemonProcess) -> None:
     assert httpx.get(daemon.url + "/api/models", headers={"Host": "evil.example"}).status_code == 403
-    assert httpx.get(daemon.url + "/api/models", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert (
+        httpx.get(daemon.url + "/api/models", headers={"Origin": "https://evil.example"}).status_code == 403
+    )
     assert httpx.get(daemon.url + "/api/models", headers={"Origin": daemon.url}).status_code == 200
 
 
@@ -175,7 +188,11 @@ def test_unknown_model_and_bad_body(daemon: DaemonProcess) -> None:
 def test_cli_round_trip(daemon: DaemonProcess) -> None:
     def qd(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "qwendesk.daemon", *args], env=daemon.env, capture_output=True, text=True, timeout=300
+            [sys.executable, "-m", "qwendesk.daemon", *args],
+            env=daemon.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     assert qd("path", "models").stdout.strip() == str(daemon.models_dir)
@@ -188,7 +205,9 @@ def test_cli_round_trip(daemon: DaemonProcess) -> None:
 
 def test_cli_says_how_to_start_the_daemon_when_it_is_down(tmp_path: Path) -> None:
     env = {**os.environ, "QWENDESK_HOME": str(tmp_path), "QWENDESK_PORT": str(free_port())}
-    out = subprocess.run([sys.executable, "-m", "qwendesk.daemon", "models"], env=env, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "qwendesk.daemon", "models"], env=env, capture_output=True, text=True
+    )
     assert out.returncode == 1
     assert "not running" in out.stderr and "qwendesk serve" in out.stderr
 
@@ -220,9 +239,13 @@ def test_killed_xinference_is_restarted_with_its_models_then_sigterm_leaves_noth
         first = children[0]
         first.send_signal(signal.SIGKILL)
         proc.wait_for(
-            lambda c: c.status()["supervisor"]["state"] in ("restarting", "starting"), timeout=30, what="restart"
+            lambda c: c.status()["supervisor"]["state"] in ("restarting", "starting"),
+            timeout=30,
+            what="restart",
         )
-        proc.wait_for(lambda c: proc.model(SMOLLM2_NAME).get("state") == "running", timeout=180, what="relaunch")
+        proc.wait_for(
+            lambda c: proc.model(SMOLLM2_NAME).get("state") == "running", timeout=180, what="relaunch"
+        )
         assert chat(proc, SMOLLM2_NAME, "Hi")["choices"][0]["message"]["content"] is not None
         assert first.pid not in [p.pid for p in xinference_children(proc)]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -73,8 +72,13 @@ def test_dns_rebinding_host_is_refused(open_server: str) -> None:
 
 def test_foreign_origin_is_refused_own_and_listed_pass(open_server: str) -> None:
     port = open_server.rsplit(":", 1)[1]
-    assert httpx.get(open_server + "/api/thing", headers={"Origin": "https://evil.example"}).status_code == 403
-    assert httpx.get(open_server + "/api/thing", headers={"Origin": f"http://127.0.0.1:{port}"}).status_code == 200
+    assert (
+        httpx.get(open_server + "/api/thing", headers={"Origin": "https://evil.example"}).status_code == 403
+    )
+    assert (
+        httpx.get(open_server + "/api/thing", headers={"Origin": f"http://127.0.0.1:{port}"}).status_code
+        == 200
+    )
     r = httpx.get(open_server + "/api/thing", headers={"Origin": "http://editor.test"})
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "http://editor.test"
@@ -87,7 +91,9 @@ def test_token_required_on_api_and_v1_not_health(token_server: str) -> None:
     r = httpx.get(token_server + "/api/thing")
     assert r.status_code == 401 and "token" in r.json()["error"]
     assert httpx.post(token_server + "/v1/chat/completions").status_code == 401
-    assert httpx.get(token_server + "/api/thing", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.get(token_server + "/api/thing", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    )
     ok = httpx.get(token_server + "/api/thing", headers={"Authorization": "Bearer t0ken"})
     assert ok.status_code == 200
 

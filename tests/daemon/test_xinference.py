@@ -367,7 +367,9 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
 
 @pytest.mark.e2e
 @pytest.mark.asyncio(loop_scope="module")
-async def test_daemon_and_cli_drive_a_remote_cluster(cluster: dict, smollm2_gguf: Path, tmp_path: Path) -> None:
+async def test_daemon_and_cli_drive_a_remote_cluster(
+    cluster: dict, smollm2_gguf: Path, tmp_path: Path
+) -> None:
     """`qwendesk serve --xinference-endpoint URL`: no embedded supervisor; models start and chat on the cluster."""
     from tests.conftest import SMOLLM2_NAME, DaemonProcess, link_model
 
@@ -390,7 +392,11 @@ async def test_daemon_and_cli_drive_a_remote_cluster(cluster: dict, smollm2_gguf
         await asyncio.to_thread(daemon.wait_for, lambda c: daemon.model(SMOLLM2_NAME), 60, "listed")
         started = await asyncio.to_thread(daemon.client.start, SMOLLM2_NAME, n_ctx=512)
         assert started["state"] == "running"
-        body = {"model": SMOLLM2_NAME, "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 8}
+        body = {
+            "model": SMOLLM2_NAME,
+            "messages": [{"role": "user", "content": "Say hello."}],
+            "max_tokens": 8,
+        }
         async with httpx.AsyncClient(timeout=300) as http:
             resp = await http.post(daemon.url + "/v1/chat/completions", json=body)
         assert resp.status_code == 200, resp.text
