@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,12 +14,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .config import Settings
 from .errors import QwendeskError
 from .manager import ModelManager
+from .routes import api, chat, openai, pull
 from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
-
-# Routers by module; optional ones are skipped if their module is absent from this build.
-ROUTERS = ("api", "openai", "pull", "chat")
 
 
 def error_response(path: str, status: int, message: str, code: str) -> JSONResponse:
@@ -78,13 +75,6 @@ def create_app(
             "internal",
         )
 
-    for name in ROUTERS:
-        try:
-            module = importlib.import_module(f"{__package__}.routes.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__package__}.routes.{name}":
-                raise
-            log.debug("route module %s is not present", name)
-            continue
+    for module in (api, openai, pull, chat):
         app.include_router(module.router)
     return app
