@@ -248,3 +248,12 @@ def catalog_entry(
             {**described(f, c), "role": "mmproj", "approx_size": len(c)} for f, c in extra_files.items()
         ]
     return entry
+
+
+def blob(size: int, seed: int = 0) -> bytes:
+    """Deterministic, incompressible-looking bytes for a served file."""
+    out, block = bytearray(), hashlib.sha256(str(seed).encode()).digest()
+    while len(out) < size:
+        block = hashlib.sha256(block).digest()
+        out += block * 64
+    return bytes(out[:size])

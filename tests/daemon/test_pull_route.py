@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import socket
 import threading
@@ -21,18 +20,10 @@ from qwendesk.daemon.errors import QwendeskError
 from qwendesk.daemon.registry import model_name_for
 from qwendesk.daemon.routes.pull import router
 from tests.conftest import DaemonProcess, free_port
-from tests.hub_server import catalog_entry
+from tests.hub_server import blob, catalog_entry
 
 REPO = "Qwen/Test-GGUF"
 MB = 1024 * 1024
-
-
-def blob(size: int, seed: int = 0) -> bytes:
-    out, block = bytearray(), hashlib.sha256(str(seed).encode()).digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:size])
 
 
 def make_app(settings) -> FastAPI:

@@ -18,20 +18,11 @@ from qwendesk.models import download
 from qwendesk.models.catalog import Catalog, parse_catalog
 from qwendesk.models.download import PullBusy, Puller, pull
 from qwendesk.models.errors import DownloadError, NotEnoughSpace
-from tests.hub_server import catalog_entry
+from tests.hub_server import blob, catalog_entry
 
 REPO = "Qwen/Test-GGUF"
 MB = 1024 * 1024
 Usage = namedtuple("Usage", "total used free")
-
-
-def blob(size: int, seed: int = 0) -> bytes:
-    """Deterministic, incompressible-looking bytes."""
-    out, block = bytearray(), hashlib.sha256(str(seed).encode()).digest()
-    while len(out) < size:
-        block = hashlib.sha256(block).digest()
-        out += block * 64
-    return bytes(out[:size])
 
 
 @pytest.fixture
