@@ -12,7 +12,7 @@ import psutil
 
 DAEMON_IMPORTS = [
     "pydantic", "fastapi", "uvicorn", "httpx", "anyio", "sse_starlette", "watchdog.observers", "filelock",
-    "numpy", "gguf", "qwendesk.daemon.config", "qwendesk.daemon.server", "qwendesk.daemon.routes.api",
+    "qwendesk.models.gguf_info", "qwendesk.daemon.config", "qwendesk.daemon.server", "qwendesk.daemon.routes.api",
     "qwendesk.daemon.routes.openai", "qwendesk.daemon.routes.pull", "qwendesk.daemon.routes.chat",
     "qwendesk.daemon.watcher",
 ]  # fmt: skip

@@ -1,8 +1,8 @@
 """Read and validate one GGUF file's header: what the model is, and whether llama.cpp can load it.
 
-We parse the header ourselves (with gguf's constants) instead of using `gguf.GGUFReader`: the reader
-builds one numpy view per vocabulary string (4.7 s for SmolLM2's 49k vocab here, far more for Qwen's
-151k), and it trusts offsets and counts. This parser walks the same layout over a read-only mmap,
+We parse the header ourselves (with gguf's constants, loaded without numpy) instead of using
+`gguf.GGUFReader`: the reader builds one numpy view per vocabulary string (4.7 s for SmolLM2's 49k vocab
+here, far more for Qwen's 151k), and it trusts offsets and counts. This parser walks the same layout over a read-only mmap,
 checks every count, string and tensor range against the file size, and never touches tensor data.
 """
 
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf.constants import (
+from .errors import ModelFileError
+from .gguf_constants import (
     GGML_QUANT_SIZES,
     GGUF_DEFAULT_ALIGNMENT,
     GGUF_MAGIC,
@@ -24,10 +25,8 @@ from gguf.constants import (
     GGMLQuantizationType,
     GGUFValueType,
     LlamaFileType,
+    weight_count_label,
 )
-from gguf.utility import model_weight_count_rounded_notation
-
-from .errors import ModelFileError
 
 SUPPORTED_VERSIONS = (2, 3)
 MAX_DIMS = 4  # GGML_MAX_DIMS
@@ -399,7 +398,7 @@ def _prod(dims: list[int]) -> int:
 
 def _size_label(n_params: int) -> str:
     """'0.5B' / '135M' style label, as convert_hf_to_gguf writes it."""
-    return model_weight_count_rounded_notation(n_params, min_digits=2)
+    return weight_count_label(n_params, min_digits=2)
 
 
 def _token_text(h: _Header, tokens: Any, index: Any) -> str | None:

@@ -259,3 +259,40 @@ def test_killed_xinference_is_restarted_with_its_models_then_sigterm_leaves_noth
         assert not [p for p in alive if _alive(p)], f"left behind: {alive}"
     finally:
         proc.stop()
+
+
+def _maps_numpy(pid: int) -> bool:
+    """Whether the process has numpy's compiled core mapped (i.e. it imported numpy)."""
+    return "numpy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def test_idle_daemon_is_alone_lean_and_lazy_then_stops_what_a_request_started(
+    tmp_path: Path, smollm2_gguf: Path
+) -> None:
+    """Idle: the daemon alone (no Xinference, no numpy); a /v1 request starts both; keep-alive stops both."""
+    proc = DaemonProcess(tmp_path, free_port(), {"QWENDESK_KEEP_ALIVE": "3"})
+    link_model(smollm2_gguf, proc.models_dir)
+    proc.start()
+    try:
+        listed = proc.wait_for(lambda c: proc.model(SMOLLM2_NAME), what="listed")
+        assert listed["state"] == "available" and listed["architecture"] == "llama"
+        assert len(proc.tree()) == 1, "nothing runs beside the idle daemon"
+        assert proc.client.status()["supervisor"]["state"] == "stopped"
+        assert not _maps_numpy(proc.proc.pid)
+
+        assert chat(proc, SMOLLM2_NAME, "Hi", max_tokens=4)["usage"]["completion_tokens"] > 0
+        assert xinference_children(proc), "the request started the embedded Xinference"
+
+        proc.wait_for(
+            lambda c: (
+                proc.model(SMOLLM2_NAME).get("state") == "available"
+                and c.status()["supervisor"]["state"] == "stopped"
+            ),
+            timeout=120,
+            what="keep-alive to stop the model, then Xinference",
+        )
+        psutil.wait_procs(proc.tree()[1:], timeout=30)
+        assert len(proc.tree()) == 1, f"left running: {[p.cmdline() for p in proc.tree()[1:]]}"
+        assert not _maps_numpy(proc.proc.pid)
+    finally:
+        proc.stop()
