@@ -88,7 +88,9 @@ class Settings(BaseModel):
         None,
         description="JSON file of extra `qwendesk pull` catalog entries (same format as the built-in one).",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Daemon log level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level of the daemon and the tray."
+    )
 
     # ---- derived paths -------------------------------------------------------------------------
     @property

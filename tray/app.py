@@ -117,6 +117,10 @@ class TrayApp:
             self.refresh()
 
     def on_event(self, event: str, data: Any) -> None:
+        if event == "model" and isinstance(data, dict):
+            log.debug("model %s: %s", data.get("name"), data.get("state"))
+        else:
+            log.debug("daemon event: %s", event)
         self.update(lambda s: apply_event(s, event, data))
 
     def on_down(self, reason: str | None) -> None:
@@ -157,12 +161,14 @@ class TrayApp:
                 state = self.state
                 kind, title = icon_state(state), self._title(state)
                 try:
-                    if kind != self._shown_icon:
-                        icon.icon = self._image(kind)
-                        self._shown_icon = kind
-                    icon.title = title
-                    icon.update_menu()
-                    backend.flush(icon)
+                    with backend.xlib_unstuck(icon):
+                        if kind != self._shown_icon:
+                            icon.icon = self._image(kind)
+                            self._shown_icon = kind
+                        icon.title = title
+                        icon.update_menu()
+                        backend.flush(icon)
+                    log.debug("icon shows %s: %s", kind.value, title)
                 except NotImplementedError:
                     pass  # pystray's dummy backend has no native icon or menu to update
                 except Exception:

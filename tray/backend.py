@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -139,6 +141,39 @@ def flush(icon: Any) -> None:
     display = getattr(icon, "_display", None)
     if display is not None and type(icon).__module__.endswith("_xorg"):
         display.flush()
+
+
+@contextlib.contextmanager
+def xlib_unstuck(icon: Any, every: float = 0.5) -> Iterator[None]:
+    """While the block runs, flush the xorg icon's X connection from a helper thread every `every` s.
+
+    pystray's xorg backend forwards an icon or title change from our thread to its loop thread over the
+    same python-xlib Display, then blocks until the loop has run it. python-xlib's shared-connection
+    I/O can lose a wake-up when the forwarding thread's flush meets the loop thread's own request (an
+    Expose redraw's get_geometry): the loop then waits forever for a reply nobody reads, and we wait for
+    the loop (seen here under load: py-spy showed exactly those two stacks). Any flush that completes
+    wakes such a waiter, so a third thread keeps flushing until our call has returned.
+    """
+    display = getattr(icon, "_display", None)
+    if display is None or not type(icon).__module__.endswith("_xorg"):
+        yield
+        return
+    done = threading.Event()
+
+    def kick() -> None:
+        while not done.wait(every):
+            log.debug("an X call is still pending after %.1f s: flushing", every)
+            try:
+                display.flush()
+            except Exception:  # the display is gone (quitting): nothing left to unstick
+                return
+
+    helper = threading.Thread(target=kick, name="qwendesk-tray-xlib", daemon=True)
+    helper.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def hide_dock_icon(platform: str = sys.platform) -> None:

@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=handler)
 
 
-def _log_to_file(log_dir: Path) -> None:
+def _log_to_file(log_dir: Path, level: str = "info") -> None:
     """The tray has no console when started at login: its log goes to <log_dir>/tray.log."""
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -45,12 +45,12 @@ def _log_to_file(log_dir: Path) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("qwendesk.tray")
     root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    root.setLevel(level.upper())
 
 
 def handler(args: argparse.Namespace, settings: Any) -> int:
     """Run the tray until Quit; returns the exit code."""
-    _log_to_file(Path(settings.log_dir))
+    _log_to_file(Path(settings.log_dir), settings.log_level)
     try:
         from .app import TrayApp  # Pillow and pystray load only when the tray really runs
 

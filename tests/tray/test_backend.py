@@ -119,3 +119,30 @@ def test_flush_only_touches_xorg_displays() -> None:
     backend.flush(xorg)
     backend.flush(other)
     assert xorg._display.flushed == 1 and other._display.flushed == 0
+
+
+def test_xlib_unstuck_flushes_from_another_thread_until_the_block_ends() -> None:
+    """A block stuck until some flush happens (python-xlib's lost wake-up) is released by the helper."""
+    import threading
+
+    class Display:
+        def __init__(self) -> None:
+            self.flushed = threading.Event()
+            self.threads: set[str] = set()
+
+        def flush(self) -> None:
+            self.threads.add(threading.current_thread().name)
+            self.flushed.set()
+
+    icon = _XorgIcon()
+    icon._display = Display()
+    with backend.xlib_unstuck(icon, every=0.05):
+        assert icon._display.flushed.wait(5), "no flush came while the block was stuck"
+    assert icon._display.threads == {"qwendesk-tray-xlib"}
+    icon._display.flushed.clear()
+    assert not icon._display.flushed.wait(0.2)  # the helper stopped with the block
+
+    other = object.__new__(type("Other", (), {}))
+    other._display = Display()
+    with backend.xlib_unstuck(other, every=0.05):
+        assert not other._display.flushed.wait(0.2)  # other backends are left alone

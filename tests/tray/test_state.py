@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from qwendesk.tray.state import (
     DaemonPhase,
     IconState,
@@ -101,6 +103,9 @@ def test_title_text() -> None:
     assert title_text(TrayState()) == "qwendesk — starting…"
     assert title_text(connected(model("a"))) == "qwendesk — no model running"
     assert title_text(connected(model("a", "running"))) == "qwendesk — a running"
+    assert title_text(connected(model("a", "starting"))) == "qwendesk — starting a…"
+    assert title_text(replace(connected(model("a")), pending={"a": "start"})) == "qwendesk — starting a…"
+    assert title_text(connected(model("a", "running"), model("b", "starting"))) == "qwendesk — a running"
     assert (
         title_text(connected(model("a", "running"), model("b", "running"))) == "qwendesk — 2 models running"
     )

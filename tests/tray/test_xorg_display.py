@@ -76,21 +76,21 @@ def test_icon_follows_a_real_daemon(daemon, tmp_path: Path, artifacts: Path) -> 
     browser.chmod(0o755)
     with xvfb() as display, spawn(host_command(), x_env(display), tmp_path / "host.log"):
         wait_for(lambda: "ready" in (tmp_path / "host.log").read_text(), 30, "the XEmbed tray host")
-        env = x_env(display, PYSTRAY_BACKEND="xorg", BROWSER=f"{browser} %s")
+        env = x_env(display, PYSTRAY_BACKEND="xorg", BROWSER=f"{browser} %s", QWENDESK_LOG_LEVEL="debug")
         argv = tray_command("--home", str(daemon.home), "--port", str(daemon.settings.port))
         with spawn(argv, env, tmp_path / "tray.log") as tray:
             window = wait_for(lambda: tray_window(display), 60, "the tray icon window")
-            log = tmp_path / "tray.log"
+            log = daemon.settings.log_dir / "tray.log"  # the tray's own log: each event and icon change
             wait_title(display, window, "qwendesk - no model running", 30, log)
             idle = screenshot(display, artifacts / "tray-xorg-icon-idle.png", window)
             daemon.client.start(SMOLLM2_NAME, wait=True)
             try:
-                wait_title(display, window, f"qwendesk - {SMOLLM2_NAME} running", 10, log)
+                wait_title(display, window, f"qwendesk - {SMOLLM2_NAME} running", 30, log)
                 screenshot(display, artifacts / "tray-xorg-running.png")
                 running = screenshot(display, artifacts / "tray-xorg-icon-running.png", window)
             finally:
                 daemon.client.stop(SMOLLM2_NAME)
-            wait_title(display, window, "qwendesk - no model running", 10, log)
+            wait_title(display, window, "qwendesk - no model running", 30, log)
             # A real click on the icon: the xorg backend has no menu, so it runs the default item, Open Chat.
             xdotool(display, "mousemove", "--window", window, "24", "24", "click", "1")
             wait_for(lambda: opened.exists() and opened.read_text().strip(), 20, "the browser to be asked")
