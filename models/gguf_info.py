@@ -2,8 +2,9 @@
 
 We parse the header ourselves (with gguf's constants, loaded without numpy) instead of using
 `gguf.GGUFReader`: the reader builds one numpy view per vocabulary string (4.7 s for SmolLM2's 49k vocab
-here, far more for Qwen's 151k), and it trusts offsets and counts. This parser walks the same layout over a read-only mmap,
-checks every count, string and tensor range against the file size, and never touches tensor data.
+here, far more for Qwen's 151k), and it trusts offsets and counts. This parser walks the same layout over
+a read-only mmap, checks every count, string and tensor range against the file size, and never touches
+tensor data.
 """
 
 from __future__ import annotations
