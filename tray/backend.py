@@ -151,7 +151,7 @@ def xlib_unstuck(icon: Any, every: float = 0.5) -> Iterator[None]:
     same python-xlib Display, then blocks until the loop has run it. python-xlib's shared-connection
     I/O can lose a wake-up when the forwarding thread's flush meets the loop thread's own request (an
     Expose redraw's get_geometry): the loop then waits forever for a reply nobody reads, and we wait for
-    the loop (seen here under load: py-spy showed exactly those two stacks). Any flush that completes
+    the loop (seen here in CI and reproduced: py-spy showed exactly those two stacks). Any flush that completes
     wakes such a waiter, so a third thread keeps flushing until our call has returned.
     """
     display = getattr(icon, "_display", None)
@@ -162,7 +162,7 @@ def xlib_unstuck(icon: Any, every: float = 0.5) -> Iterator[None]:
 
     def kick() -> None:
         while not done.wait(every):
-            log.debug("an X call is still pending after %.1f s: flushing", every)
+            log.debug("an X call to pystray is still pending: flushing the connection")
             try:
                 display.flush()
             except Exception:  # the display is gone (quitting): nothing left to unstick
