@@ -18,9 +18,7 @@ _NAME = "qwendesk.models._gguf_constants"
 
 
 def _load() -> ModuleType:
-    """Execute the installed gguf/constants.py as a module of its own (once per process)."""
-    if _NAME in sys.modules:
-        return sys.modules[_NAME]
+    """Execute the installed gguf/constants.py as a module of its own."""
     package = importlib.util.find_spec("gguf")  # finds the package without executing its __init__
     if package is None or not package.submodule_search_locations:
         raise ImportError("the 'gguf' package is not installed; reinstall qwendesk")
@@ -29,7 +27,7 @@ def _load() -> ModuleType:
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {path}; reinstall the 'gguf' package")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[_NAME] = module  # registered first so its enums pickle and re-imports find it
+    sys.modules[_NAME] = module  # registered first so its enums pickle
     spec.loader.exec_module(module)
     return module
 

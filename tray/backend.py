@@ -138,9 +138,14 @@ def flush(icon: Any) -> None:
     thread queued at that moment (e.g. the WM_NAME of a title change) can then sit unsent until
     the next X event. Flushing again here, after pystray's call returned, sends it.
     """
-    display = getattr(icon, "_display", None)
-    if display is not None and type(icon).__module__.endswith("_xorg"):
+    display = _xorg_display(icon)
+    if display is not None:
         display.flush()
+
+
+def _xorg_display(icon: Any) -> Any:
+    """The python-xlib Display of a pystray xorg icon; None for every other backend."""
+    return getattr(icon, "_display", None) if type(icon).__module__.endswith("_xorg") else None
 
 
 @contextlib.contextmanager
@@ -151,11 +156,11 @@ def xlib_unstuck(icon: Any, every: float = 0.5) -> Iterator[None]:
     same python-xlib Display, then blocks until the loop has run it. python-xlib's shared-connection
     I/O can lose a wake-up when the forwarding thread's flush meets the loop thread's own request (an
     Expose redraw's get_geometry): the loop then waits forever for a reply nobody reads, and we wait for
-    the loop (seen here in CI and reproduced: py-spy showed exactly those two stacks). Any flush that completes
-    wakes such a waiter, so a third thread keeps flushing until our call has returned.
+    the loop (seen here in CI and reproduced: py-spy showed exactly those two stacks). Any flush that
+    completes wakes such a waiter, so a third thread keeps flushing until our call has returned.
     """
-    display = getattr(icon, "_display", None)
-    if display is None or not type(icon).__module__.endswith("_xorg"):
+    display = _xorg_display(icon)
+    if display is None:
         yield
         return
     done = threading.Event()

@@ -159,12 +159,10 @@ def title_text(state: TrayState) -> str:
     if state.daemon in (DaemonPhase.STARTING, DaemonPhase.CONNECTING):
         return "qwendesk — starting…"
     running = [m for m in state.models if m.get("state") == RUNNING]
-    starting = [m for m in state.models if shown_state(state, m) == STARTING]
     if not running:
         # A launch takes seconds to minutes: say so rather than "no model running" meanwhile.
-        return (
-            f"qwendesk — starting {starting[0].get('name')}…" if starting else "qwendesk — no model running"
-        )
+        starting = next((m for m in state.models if shown_state(state, m) == STARTING), None)
+        return f"qwendesk — starting {starting.get('name')}…" if starting else "qwendesk — no model running"
     if len(running) == 1:
         return f"qwendesk — {running[0].get('name')} running"
     return f"qwendesk — {len(running)} models running"
