@@ -20,8 +20,8 @@ from .config import Settings
 from .errors import Conflict, InsufficientResources, NotFound, QwendeskError
 from .events import EventBus
 from .schemas import ModelState, ModelView, StartRequest
-from .supervisor import Supervisor
-from .xinference import XinferenceClient
+from .xinference import Supervisor
+from .xinference.client import XinferenceClient
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from .config import Settings
 from .errors import AlreadyRunning, ConfigError
 from .events import EventBus
 from .manager import ModelManager
-from .supervisor import make_supervisor
+from .xinference import make_supervisor
 
 log = logging.getLogger("qwendesk")
 

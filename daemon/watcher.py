@@ -1,7 +1,7 @@
-"""Watch the models folders and call back once per burst of relevant changes (debounced).
+"""Watch folders and call back once per burst of relevant changes (debounced).
 
-`on_change` runs on the watcher's own worker thread, never on the event loop: the manager hops over
-with `loop.call_soon_threadsafe(...)`. It takes no arguments; the manager rescans the folders.
+`on_change` runs on the watcher's own worker thread, never on the event loop: the caller hops over
+with `loop.call_soon_threadsafe(...)`. It takes no arguments; the caller rescans its folders.
 """
 
 from __future__ import annotations
@@ -17,23 +17,33 @@ from watchdog.observers import Observer
 
 log = logging.getLogger(__name__)
 
-MAX_DEPTH = 2  # <folder>/x.gguf and <folder>/<sub>/x.gguf, like registry.scan
+MODEL_DEPTH = 2  # <folder>/x.gguf and <folder>/<sub>/x.gguf, as the models folder scan reads them
+
+# Decides from a path's parts below the watched folder (and whether it is a folder) if a change matters.
+PathFilter = Callable[[tuple[str, ...], bool], bool]
+
+
+def model_files(parts: tuple[str, ...], is_dir: bool) -> bool:
+    """A .gguf at a depth the models scan reads, or a top-level sub-folder that may hold them."""
+    if len(parts) > MODEL_DEPTH:
+        return False
+    return len(parts) == 1 if is_dir else parts[-1].lower().endswith(".gguf")
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, root: Path, notify: Callable[[], None]) -> None:
-        self.root, self.notify = root, notify
+    def __init__(self, root: Path, notify: Callable[[], None], wanted: PathFilter) -> None:
+        self.root, self.notify, self.wanted = root, notify, wanted
 
     def relevant(self, path: str | bytes, is_dir: bool) -> bool:
-        """A .gguf at a depth the registry scans, or a sub-folder that may hold them; no hidden parts."""
+        """A path below the root, with no hidden part, that the filter wants."""
         p = Path(path.decode() if isinstance(path, bytes) else path)
         try:
             parts = p.relative_to(self.root).parts
         except ValueError:
             return False
-        if not parts or len(parts) > MAX_DEPTH or any(part.startswith(".") for part in parts):
+        if not parts or any(part.startswith(".") for part in parts):
             return False
-        return len(parts) == 1 if is_dir else p.name.lower().endswith(".gguf")
+        return self.wanted(parts, is_dir)
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write") or (
@@ -46,11 +56,11 @@ class _Handler(FileSystemEventHandler):
 
 
 class FolderWatcher:
-    """Debounced watchdog over every models folder (missing folders are created).
+    """Debounced watchdog over folders (missing folders are created).
 
     Bursts of events (a large copy fires thousands) become one `on_change` call after `debounce`
-    seconds of quiet, or at the latest `max_wait` seconds after the first one. `poke_later(s)` asks
-    for a call in `s` seconds even without events (used to re-check files still being copied).
+    seconds of quiet, or at the latest `max_wait` seconds after the first one. `wanted` picks the
+    changes that matter (default: model files).
     """
 
     def __init__(
@@ -59,14 +69,15 @@ class FolderWatcher:
         on_change: Callable[[], None],
         debounce: float = 1.0,
         max_wait: float = 30.0,
+        wanted: PathFilter = model_files,
     ) -> None:
         self.folders = [Path(f) for f in folders]
         self.on_change = on_change
+        self.wanted = wanted
         self.debounce, self.max_wait = debounce, max_wait
         self._cond = threading.Condition()
         self._quiet_at: float | None = None  # fire when events stop until then
         self._first_at: float | None = None
-        self._pokes: list[float] = []
         self._stopping = False
         self._observer: Observer | None = None
         self._worker: threading.Thread | None = None
@@ -80,9 +91,9 @@ class FolderWatcher:
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 root = folder.resolve()
-                observer.schedule(_Handler(root, self.notify), str(root), recursive=True)
+                observer.schedule(_Handler(root, self.notify, self.wanted), str(root), recursive=True)
             except OSError as exc:
-                log.warning("Cannot watch models folder %s: %s", folder, exc)
+                log.warning("Cannot watch folder %s: %s", folder, exc)
         observer.daemon = True
         observer.start()
         self._observer = observer
@@ -118,17 +129,10 @@ class FolderWatcher:
             self._first_at = self._first_at or now
             self._cond.notify_all()
 
-    def poke_later(self, seconds: float) -> None:
-        """Call `on_change` in `seconds` even if nothing happens on disk (re-check pending files)."""
-        with self._cond:
-            self._pokes.append(time.monotonic() + max(0.0, seconds))
-            self._cond.notify_all()
-
     def _due(self) -> float | None:
-        times = list(self._pokes)
-        if self._quiet_at is not None:
-            times.append(min(self._quiet_at, (self._first_at or 0) + self.max_wait))
-        return min(times) if times else None
+        if self._quiet_at is None:
+            return None
+        return min(self._quiet_at, (self._first_at or 0) + self.max_wait)
 
     def _run(self) -> None:
         while True:
@@ -141,10 +145,8 @@ class FolderWatcher:
                     self._cond.wait(None if due is None else due - now)
                 if self._stopping:
                     return
-                now = time.monotonic()
-                self._pokes = [t for t in self._pokes if t > now]
                 self._quiet_at = self._first_at = None
             try:
                 self.on_change()
             except Exception:  # a failing callback must not kill the watcher
-                log.exception("models folder change handler failed")
+                log.exception("folder change handler failed")

@@ -23,7 +23,7 @@ import httpx
 from fastapi import Request, Response
 
 from ..errors import BadRequest, QwendeskError
-from ..xinference import clean_detail, error_for
+from ..xinference.client import clean_detail, error_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

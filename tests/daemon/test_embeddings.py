@@ -16,7 +16,7 @@ from qwendesk.daemon.registry import (
     reserved_names,
     scan,
 )
-from qwendesk.daemon.xinference import XinferenceClient
+from qwendesk.daemon.xinference.client import XinferenceClient
 from qwendesk.models.synthetic import SHAPES, write_qwen_gguf
 
 

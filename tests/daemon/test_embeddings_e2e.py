@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from qwendesk.daemon.registry import model_name_for
-from qwendesk.daemon.xinference import XinferenceClient
-from qwendesk.daemon.xinference_auth import CREDENTIALS_FILE, load_credentials
+from qwendesk.daemon.xinference.client import XinferenceClient
+from qwendesk.daemon.xinference.auth import CREDENTIALS_FILE, load_credentials
 from qwendesk.models.synthetic import SHAPES, write_qwen_gguf
 from tests.conftest import SMOLLM2_NAME, DaemonProcess
 

@@ -14,18 +14,16 @@ import httpx
 import psutil
 import pytest
 
-from qwendesk.daemon import process_tree, supervisor_embedded
+from qwendesk.daemon.xinference import embedded as supervisor_embedded
+from qwendesk.daemon.xinference import process_tree
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import SupervisorError
-from qwendesk.daemon.supervisor import (
-    RemoteSupervisor,
-    backoff_delay,
-    explain_log_file,
-    explain_log_text,
-    make_supervisor,
-    parse_remote_key,
-)
-from qwendesk.daemon.supervisor_embedded import EmbeddedSupervisor, build_env, find_executable, rotate_log
+from qwendesk.daemon.ports import free_port
+from qwendesk.daemon.xinference import RemoteXinference, make_supervisor
+from qwendesk.daemon.xinference.base import backoff_delay
+from qwendesk.daemon.xinference.engine_log import explain_log_file, explain_log_text
+from qwendesk.daemon.xinference.remote import parse_remote_key
+from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor, build_env, find_executable, rotate_log
 
 # Real lines from this machine's supervisor log when launching broken GGUFs.
 TRUNCATED_LOG = """\
@@ -112,12 +110,12 @@ def test_parse_remote_key_and_factory(tmp_path: Path) -> None:
     assert parse_remote_key(None) == (None, None)
     assert isinstance(make_supervisor(settings_for(tmp_path)), EmbeddedSupervisor)
     remote = make_supervisor(settings_for(tmp_path, xinference_endpoint="http://10.0.0.1:9997/"))
-    assert isinstance(remote, RemoteSupervisor) and remote.view().state == "remote"
+    assert isinstance(remote, RemoteXinference) and remote.view().state == "remote"
     assert remote.endpoint == "http://10.0.0.1:9997"
 
 
 async def test_remote_unreachable_is_clear(tmp_path: Path) -> None:
-    port = supervisor_embedded.free_port()
+    port = free_port()
     remote = make_supervisor(settings_for(tmp_path, xinference_endpoint=f"http://127.0.0.1:{port}"))
     with pytest.raises(SupervisorError, match="No Xinference answers"):
         await remote.start()

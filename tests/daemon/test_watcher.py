@@ -112,11 +112,17 @@ def test_slow_copy_is_one_callback_after_completion(tmp_path: Path, qwen2_gguf: 
     assert scan([tmp_path])["big"].ok
 
 
-def test_poke_later_without_events(watched) -> None:
-    _, calls, watcher = watched
-    watcher.poke_later(0.2)
-    assert calls.wait(1, timeout=5)
-    assert calls.settle() == 1
+def test_filter_picks_the_changes_that_matter(tmp_path: Path) -> None:
+    calls = Calls()
+    wanted = lambda parts, is_dir: not is_dir and parts[-1].endswith(".md")  # noqa: E731
+    with FolderWatcher([tmp_path], calls, debounce=0.1, wanted=wanted):
+        time.sleep(0.2)
+        (tmp_path / "a.gguf").write_text("x")
+        (tmp_path / ".hidden.md").write_text("x")
+        assert calls.settle(quiet=0.5) == 0
+        (tmp_path / "deep" / "er").mkdir(parents=True)
+        (tmp_path / "deep" / "er" / "notes.md").write_text("x")
+        assert calls.wait(1)
 
 
 def test_failing_callback_does_not_stop_watching(tmp_path: Path) -> None:
@@ -126,8 +132,9 @@ def test_failing_callback_does_not_stop_watching(tmp_path: Path) -> None:
         calls()
         raise RuntimeError("handler bug")
 
-    with FolderWatcher([tmp_path], boom, debounce=0.1) as watcher:
-        watcher.poke_later(0)
+    with FolderWatcher([tmp_path], boom, debounce=0.1):
+        time.sleep(0.2)
+        (tmp_path / "first.gguf").write_text("x")
         assert calls.wait(1)
         (tmp_path / "a.gguf").write_text("x")
         assert calls.wait(2)
@@ -137,7 +144,7 @@ def test_stop_is_idempotent_and_quiet(tmp_path: Path) -> None:
     calls = Calls()
     watcher = FolderWatcher([tmp_path], calls, debounce=0.1)
     watcher.start()
-    watcher.poke_later(0.5)
+    (tmp_path / "early.gguf").write_text("x")
     watcher.stop()
     watcher.stop()
     (tmp_path / "late.gguf").write_text("x")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from qwendesk.daemon import process_tree
+from qwendesk.daemon.xinference import process_tree
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import (
     BadRequest,
@@ -26,10 +26,11 @@ from qwendesk.daemon.errors import (
     SupervisorError,
     Unauthorized,
 )
-from qwendesk.daemon.supervisor import RemoteSupervisor, make_supervisor
-from qwendesk.daemon.supervisor_embedded import EmbeddedSupervisor, free_port
-from qwendesk.daemon.xinference import XinferenceClient, clean_detail, error_for, launch_failure_message
-from qwendesk.daemon.xinference_auth import ensure_auth, load_credentials
+from qwendesk.daemon.xinference import RemoteXinference, make_supervisor
+from qwendesk.daemon.ports import free_port
+from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor
+from qwendesk.daemon.xinference.client import XinferenceClient, clean_detail, error_for, launch_failure_message
+from qwendesk.daemon.xinference.auth import ensure_auth, load_credentials
 
 E2E = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -309,11 +310,11 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
     wrong = make_supervisor(
         load_settings(flags={"xinference_endpoint": endpoint, "xinference_api_key": "xf-bad"}, env={})
     )
-    assert isinstance(wrong, RemoteSupervisor)
+    assert isinstance(wrong, RemoteXinference)
     with pytest.raises(Unauthorized, match="rejected our credentials"):
         await wrong.start()
     assert wrong.view().state == "failed"
-    keyed = RemoteSupervisor(
+    keyed = RemoteXinference(
         load_settings(flags={"xinference_endpoint": endpoint, "xinference_api_key": creds.api_key}, env={})
     )
     await keyed.start()

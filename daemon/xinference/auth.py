@@ -16,8 +16,8 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import SupervisorError, Unauthorized
-from .xinference import XinferenceClient, clean_detail
+from ..errors import SupervisorError, Unauthorized
+from .client import XinferenceClient, clean_detail
 
 ADMIN_USER = "qwendesk"
 KEY_NAME = "qwendesk-daemon"

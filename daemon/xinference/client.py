@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .errors import (
+from ..errors import (
     BadRequest,
     Conflict,
     Forbidden,

@@ -13,7 +13,6 @@ import logging
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 
 import psutil
 
-from . import process_tree
-from .config import Settings
-from .errors import QwendeskError, SupervisorError
-from .supervisor import Supervisor, backoff_delay, explain_log_file
-from .xinference import XinferenceClient
-from .xinference_auth import CREDENTIALS_FILE, ensure_auth
+from ..config import Settings
+from ..errors import QwendeskError, SupervisorError
+from ..ports import free_port
+from . import boot, process_tree
+from .auth import CREDENTIALS_FILE, ensure_auth
+from .base import Supervisor, backoff_delay
+from .client import XinferenceClient
+from .engine_log import explain_log_file, log_tail
 
 log = logging.getLogger(__name__)
 
@@ -72,26 +73,8 @@ def build_env(settings: Settings, xoscar_key: str, base: Mapping[str, str] | Non
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env.update(boot.environment(env))
     return env
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def log_tail(path: Path, lines: int = 15, limit: int = 2000) -> str:
-    """Last lines of a log, for error messages."""
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, 2)
-            fh.seek(max(0, size - 64 * 1024))
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return ""
-    tail = "\n".join(line for line in text.splitlines()[-lines:] if line.strip())
-    return tail[-limit:]
 
 
 def rotate_log(path: Path, limit: int) -> None:
