@@ -36,7 +36,7 @@ def qwen_synthetic(file_type: str, cache: Path = CACHE) -> BenchModel:
     if path.exists():
         return BenchModel(key, path, label)
     cache.mkdir(parents=True, exist_ok=True)
-    from qwendesk.models.synthetic import FILE_TYPES, write_qwen_gguf
+    from tests.fixtures.synthetic import FILE_TYPES, write_qwen_gguf
 
     if file_type in FILE_TYPES:
         write_qwen_gguf(path, arch="qwen2", shape="qwen2.5-0.5b", file_type=file_type)

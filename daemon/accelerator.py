@@ -1,4 +1,4 @@
-"""Which compute a model runs on (Metal on Apple Silicon, else CPU) and the launch settings that follow."""
+"""Which compute a model runs on (Metal on Apple Silicon, else CPU), and the memory there is."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
-
-from .config import Settings
-from .schemas import StartRequest
 
 # Offload every layer: llama.cpp clamps this to the model's layer count.
 ALL_LAYERS = -1
@@ -40,28 +37,6 @@ def detect(system: str | None = None, machine: str | None = None, cores: int | N
     if system == "Darwin" and machine in ("arm64", "aarch64"):
         return Accelerator("metal", "Apple Silicon GPU (Metal)", cores, ALL_LAYERS)
     return Accelerator("cpu", f"CPU ({machine}, {cores} physical cores)", cores, 0)
-
-
-def launch_kwargs(settings: Settings, accel: Accelerator, request: StartRequest) -> dict[str, Any]:
-    """llama.cpp engine arguments for one launch.
-
-    Xinference splits `n_ctx` across `n_parallel` slots and defaults the slot count to the core count,
-    so both are always given: every request then gets the context the user asked for.
-    """
-    per_request = request.n_ctx or settings.n_ctx
-    slots = request.n_parallel or settings.n_parallel
-    gpu_layers = request.n_gpu_layers
-    if gpu_layers is None:
-        gpu_layers = settings.n_gpu_layers if settings.n_gpu_layers is not None else accel.default_gpu_layers
-    threads = settings.n_threads or accel.physical_cores
-    return {
-        "n_ctx": per_request * slots,
-        "n_parallel": slots,
-        "n_gpu_layers": gpu_layers,
-        "n_threads": threads,
-        # Xinference leaves llama.cpp's prompt cache at 8 GiB per model; bound it.
-        "cache_ram_mib": settings.cache_ram_mib,
-    }
 
 
 def memory_snapshot() -> dict[str, int]:

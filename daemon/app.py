@@ -12,22 +12,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .config import Settings
-from .errors import QwendeskError
-from .manager import ModelManager
+from .errors import BadRequest, QwendeskError, describe_problems
+from .http_errors import error_body, error_response
+from .lifecycle.manager import ModelManager
 from .routes import api, chat, openai, pull
 from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
-
-
-def error_response(path: str, status: int, message: str, code: str) -> JSONResponse:
-    """`{"error": msg}` on the control API; OpenAI's `{"error": {...}}` shape under /v1."""
-    if path.startswith("/v1"):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body: dict = {"error": {"message": message, "type": kind, "code": code}}
-    else:
-        body = {"error": message}
-    return JSONResponse(body, status_code=status)
 
 
 def create_app(
@@ -51,29 +42,25 @@ def create_app(
 
     @app.exception_handler(QwendeskError)
     async def on_qwendesk_error(request: Request, exc: QwendeskError) -> JSONResponse:
-        return error_response(request.url.path, exc.status, exc.message, exc.code)
+        return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        return error_response(request.url.path, 400, f"Bad request: {problems}", "bad_request")
+        problem = BadRequest(f"Bad request: {describe_problems(list(exc.errors()))}")
+        return error_response(request.url.path, problem)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(request.url.path, exc.status_code, str(exc.detail), "http_error")
+        # Routing answers (unknown path, wrong method): keep Starlette's status.
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        body = error_body(request.url.path, str(exc.detail), code, exc.status_code)
+        return JSONResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return error_response(
-            request.url.path,
-            500,
-            f"Internal error: {exc}. See the daemon log in {settings.log_dir}.",
-            "internal",
-        )
+        problem = QwendeskError(f"Internal error: {exc}. See the daemon log in {settings.log_dir}.")
+        return error_response(request.url.path, problem)
 
     for module in (api, openai, pull, chat):
         app.include_router(module.router)

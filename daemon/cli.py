@@ -1,8 +1,10 @@
-"""The `qwendesk` command. Every command but `serve` talks to the daemon through DaemonClient."""
+"""The `qwendesk` command. Commands that act on models talk to the daemon through DaemonClient; `serve` is
+the daemon, and `catalog`, `convert`, `quantize` (from qwendesk.models) work on files without it."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -76,6 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = sub.add_parser("add", help="copy a GGUF file into the models folder")
     add.add_argument("path")
     add.set_defaults(func=cmd_add)
+
+    pull = sub.add_parser(
+        "pull",
+        help="download a Qwen GGUF from the catalog into the models folder (resumable)",
+        description="Download NAME (see `qwendesk catalog`) into the first models folder, through the daemon. "
+        "An interrupted pull (Ctrl-C, lost network) resumes where it stopped when you run it again.",
+    )
+    pull.add_argument("name", help="catalog name, e.g. qwen2.5:1.5b-instruct-q4_k_m or qwen3:4b")
+    pull.add_argument("--quiet", action="store_true", help="no progress bars")
+    pull.set_defaults(func=cmd_pull)
 
     path = sub.add_parser("path", help="print a qwendesk folder")
     path.add_argument("which", choices=["models", "home", "config", "logs"])
@@ -192,6 +204,40 @@ def cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     with _client(settings) as client:
         m = client.add(os.path.abspath(args.path))
     print(f"Added {m['name']} ({m['state']}{': ' + m['error'] if m.get('error') else ''}).")
+    return 0
+
+
+def cmd_pull(args: argparse.Namespace, settings: Settings) -> int:
+    from qwendesk.models.files import human_size
+    from qwendesk.models.progress import ProgressBars
+
+    done: dict[str, Any] = {}
+    try:
+        with _client(settings) as client, contextlib.ExitStack() as stack:
+            bars = None if args.quiet else stack.enter_context(ProgressBars())
+            for event, data in client.pull(args.name):
+                if event == "progress" and bars is not None:
+                    label = f"[{data['file_index']}/{data['file_count']}] {data['file']}"
+                    label = label if data["phase"] == "download" else f"verifying {data['file']}"
+                    bars.update((data["file"], data["phase"]), label, data["done"], data["total"])
+                elif event == "error":
+                    raise QwendeskError.from_code(data.get("code", "internal_error"), data["error"])
+                elif event == "done":
+                    done = data
+    except KeyboardInterrupt:
+        print(
+            f"\nInterrupted. The partial download is kept; run `qwendesk pull {args.name}` again to resume."
+        )
+        return 130
+    if not done:
+        raise QwendeskError(
+            "The daemon closed the pull without finishing it; see the daemon log and try again."
+        )
+    if done["already_present"]:
+        print(f"{done['model']} is already in the models folder: {done['path']}")
+    else:
+        print(f"Pulled {done['model']} ({human_size(done['downloaded'])} downloaded) to {done['path']}")
+    print("It is listed by `qwendesk models` and ready to start and chat.")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The one HTTP client for qwendesk's daemon, used by the CLI and the tray (imports nothing but httpx)."""
+"""The one HTTP client for qwendesk's daemon, used by the CLI and the tray (httpx and the error classes only)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,16 @@ from typing import Any
 
 import httpx
 
-from .errors import (
-    BadRequest,
-    Conflict,
-    DaemonNotRunning,
-    Forbidden,
-    InsufficientResources,
-    ModelLoadError,
-    NotFound,
-    QwendeskError,
-    Unauthorized,
-)
+from .errors import DaemonNotRunning, QwendeskError
+from .schemas import ModelState
 
-_BY_STATUS: dict[int, type[QwendeskError]] = {
-    400: BadRequest,
-    401: Unauthorized,
-    403: Forbidden,
-    404: NotFound,
-    409: Conflict,
-    503: ModelLoadError,
-    507: InsufficientResources,
-}
+__all__ = ["DaemonClient", "ModelState"]  # the wire types a client's caller (the tray) compares with
 
 START_HINT = "Start it with `qwendesk serve` (or `qwendesk tray`)."
 
 
 class DaemonClient:
-    """Talks to a running daemon; turns its `{"error": ...}` bodies into typed exceptions."""
+    """Talks to a running daemon; turns its `{"error", "code"}` bodies into the errors their codes name."""
 
     def __init__(self, base_url: str, token: str | None = None, timeout: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -80,10 +63,11 @@ class DaemonClient:
         if response.is_success:
             return body
         message = body.get("error") if isinstance(body, dict) else None
-        if isinstance(message, dict):  # OpenAI-style {"error": {"message": ...}}
-            message = message.get("message")
-        error_cls = _BY_STATUS.get(response.status_code, QwendeskError)
-        raise error_cls(str(message or f"HTTP {response.status_code}"), status=response.status_code)
+        code = body.get("code") if isinstance(body, dict) else None
+        if isinstance(message, dict):  # OpenAI's shape under /v1: {"error": {"message", "code"}}
+            message, code = message.get("message"), message.get("code")
+        text = str(message or f"HTTP {response.status_code} {response.reason_phrase}")
+        raise QwendeskError.from_code(str(code or "internal_error"), text)
 
     # ---- the control API -----------------------------------------------------------------------
     def health(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import ConfigError
+from .errors import ConfigError, describe_problems
 
 APP_NAME = "qwendesk"
 ENV_PREFIX = "QWENDESK_"
@@ -209,9 +209,9 @@ def load_settings(flags: Mapping[str, Any] | None = None, env: Mapping[str, str]
     try:
         return Settings(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ConfigError(
-            f"Invalid settings ({problems}). Check {probe.config_file} and QWENDESK_* variables."
+            f"Invalid settings ({describe_problems(list(exc.errors()))}). "
+            f"Check {probe.config_file} and QWENDESK_* variables."
         ) from exc
 
 

@@ -1,59 +1,82 @@
-"""User-facing errors: each carries a message for humans and the HTTP status it maps to."""
+"""The daemon's errors (the shared base and categories live in models/errors.py; HTTP statuses in http_errors.py)."""
 
 from __future__ import annotations
 
-from qwendesk.models.errors import ModelFileError, QwendeskError
+from qwendesk.models.errors import (
+    BadRequest,
+    Conflict,
+    ModelFileError,
+    NotEnoughSpace,
+    NotFound,
+    QwendeskError,
+)
 
-__all__ = ["ModelFileError", "QwendeskError"]  # re-exported: one error hierarchy for the whole package
+__all__ = [  # re-exported: the daemon, the CLI and the tray import every error from here
+    "BadRequest",
+    "Conflict",
+    "ModelFileError",
+    "NotEnoughSpace",
+    "NotFound",
+    "QwendeskError",
+]
 
 
-class ConfigError(QwendeskError):
-    status, code = 400, "config_error"
+class ConfigError(BadRequest):
+    """A setting is invalid, or the daemon cannot start as configured."""
 
-
-class BadRequest(QwendeskError):
-    status, code = 400, "bad_request"
+    code = "config_error"
 
 
 class Unauthorized(QwendeskError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(QwendeskError):
-    status, code = 403, "forbidden"
+    code = "forbidden"
 
 
-class NotFound(QwendeskError):
-    status, code = 404, "not_found"
+class NotEnoughMemory(QwendeskError):
+    """A model would not fit in the memory available now."""
 
-
-class Conflict(QwendeskError):
-    status, code = 409, "conflict"
-
-
-class InsufficientResources(QwendeskError):
-    """Not enough memory or disk for what was asked."""
-
-    status, code = 507, "insufficient_resources"
+    code = "not_enough_memory"
 
 
 class SupervisorError(QwendeskError):
     """Xinference is down, failed or answered something unusable."""
 
-    status, code = 503, "supervisor_error"
+    code = "xinference_unavailable"
 
 
 class ModelLoadError(QwendeskError):
     """A model failed to start; the message carries the engine's own reason."""
 
-    status, code = 503, "model_load_error"
+    code = "model_load_failed"
 
 
-class AlreadyRunning(QwendeskError):
-    status, code = 409, "already_running"
+class EngineError(QwendeskError):
+    """A running model's engine failed a request or stopped answering."""
+
+    code = "engine_error"
+
+
+class AlreadyRunning(Conflict):
+    code = "already_running"
 
 
 class DaemonNotRunning(QwendeskError):
     """Raised by the HTTP client when nothing answers on the daemon's port."""
 
-    status, code = 503, "daemon_not_running"
+    code = "daemon_not_running"
+
+
+def describe_problems(problems: list[dict]) -> str:
+    """pydantic's / FastAPI's validation errors as one line: `field.sub: message; ...` ("body" dropped)."""
+    parts = []
+    for item in problems:
+        if not isinstance(item, dict):
+            parts.append(str(item))
+            continue
+        loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        msg = item.get("msg", item)
+        parts.append(f"{loc}: {msg}" if loc else str(msg))
+    return "; ".join(parts)

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from .config import Settings
+from .http_errors import error_body
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -92,13 +93,8 @@ async def _preflight(send: Send, origin: str) -> None:
 
 async def _deny(send: Send, path: str, status: int, message: str) -> None:
     """Reject with the error shape the route family uses (OpenAI's for /v1)."""
-    if path.startswith("/v1"):
-        body: dict[str, Any] = {
-            "error": {"message": message, "type": "invalid_request_error", "code": status}
-        }
-    else:
-        body = {"error": message}
-    payload = json.dumps(body).encode()
+    code = "unauthorized" if status == 401 else "forbidden"
+    payload = json.dumps(error_body(path, message, code, status)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))

@@ -18,7 +18,7 @@ from .app import create_app
 from .config import Settings
 from .errors import AlreadyRunning, ConfigError
 from .events import EventBus
-from .manager import ModelManager
+from .lifecycle.manager import ModelManager
 from .xinference import make_supervisor
 
 log = logging.getLogger("qwendesk")

@@ -31,6 +31,8 @@ from typing import Any, Literal, Protocol
 
 from qwendesk.models.errors import QwendeskError
 
+from .detach import spawn_detached
+
 Role = Literal["tray", "serve"]
 #: Runs a command and returns its result (tests pass a fake; the default never raises on a missing tool).
 Runner = Callable[[Sequence[str]], subprocess.CompletedProcess]
@@ -45,7 +47,7 @@ MARKER = "Written by `qwendesk autostart enable`; `qwendesk autostart disable` r
 class AutostartError(QwendeskError):
     """A login entry could not be written, removed or (un)loaded."""
 
-    status, code = 500, "autostart_error"
+    code = "autostart_error"
 
 
 @dataclass(frozen=True)
@@ -115,22 +117,6 @@ def run_command(argv: Sequence[str], timeout: float = 30.0) -> subprocess.Comple
         return subprocess.CompletedProcess(list(argv), 127, "", str(exc))
     except subprocess.TimeoutExpired:
         return subprocess.CompletedProcess(list(argv), 124, "", f"timed out after {timeout:.0f} s")
-
-
-def spawn_detached(argv: Sequence[str], env: Mapping[str, str]) -> None:
-    """Start a process that outlives us, with no console and no inherited stdio."""
-    kwargs: dict[str, Any] = {
-        "stdin": subprocess.DEVNULL,
-        "stdout": subprocess.DEVNULL,
-        "stderr": subprocess.DEVNULL,
-        "env": {**os.environ, **env},
-        "close_fds": True,
-    }
-    if sys.platform.startswith("win"):
-        kwargs["creationflags"] = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP
-    else:
-        kwargs["start_new_session"] = True
-    subprocess.Popen(list(argv), **kwargs)
 
 
 @dataclass

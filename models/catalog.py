@@ -10,7 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import QwendeskError
+from .errors import BadRequest, NotFound
+from .files import human_size  # noqa: F401  (re-exported: part of the catalog listing API)
 
 SOURCES = ("modelscope", "huggingface")
 # Rough overhead of llama.cpp over the file size (compute buffers, mmap'd tokenizer, runtime).
@@ -18,10 +19,16 @@ MEMORY_OVERHEAD = 1.2
 KV_BYTES_PER_VALUE = 2  # llama.cpp keeps the KV cache in f16 by default
 
 
-class CatalogError(QwendeskError):
-    """A catalog name that does not resolve, or a catalog file that cannot be read."""
+class CatalogError(NotFound):
+    """A catalog name that does not resolve."""
 
-    status, code = 404, "not_in_catalog"
+    code = "not_in_catalog"
+
+
+class BadCatalog(BadRequest):
+    """A catalog file that cannot be read, or a source that does not exist."""
+
+    code = "bad_catalog"
 
 
 @dataclass(frozen=True)
@@ -180,9 +187,7 @@ def parse_catalog(data: Mapping[str, Any], origin: str = "catalog") -> list[Cata
     try:
         return [_model(m) for m in data["models"]]
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CatalogError(
-            f"The catalog {origin} is malformed ({exc!r}). Fix or remove it.", status=400
-        ) from exc
+        raise BadCatalog(f"The catalog {origin} is malformed ({exc!r}). Fix or remove it.") from exc
 
 
 def load_catalog(extra: Path | None = None) -> Catalog:
@@ -193,7 +198,7 @@ def load_catalog(extra: Path | None = None) -> Catalog:
         try:
             data = json.loads(Path(extra).expanduser().read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise CatalogError(f"Could not read the catalog file {extra}: {exc}.", status=400) from exc
+            raise BadCatalog(f"Could not read the catalog file {extra}: {exc}.") from exc
         models.update({m.name: m for m in parse_catalog(data, str(extra))})
     return Catalog(list(models.values()))
 
@@ -205,7 +210,7 @@ def file_url(repo: str, file: str, source: str, endpoint: str) -> str:
         return f"{base}/{repo}/resolve/main/{file}"
     if source == "modelscope":
         return f"{base}/models/{repo}/resolve/master/{file}"
-    raise CatalogError(f"Unknown catalog source {source!r}; use one of {', '.join(SOURCES)}.", status=400)
+    raise BadCatalog(f"Unknown catalog source {source!r}; use one of {', '.join(SOURCES)}.")
 
 
 def kv_cache_bytes(arch: Arch, n_ctx: int) -> int:
@@ -221,12 +226,3 @@ def estimate_memory(release: Release, n_ctx: int) -> int:
 def fits(release: Release, n_ctx: int, available: int) -> bool:
     """Whether the estimate is below the available RAM (an estimate, not a promise)."""
     return estimate_memory(release, n_ctx) < available
-
-
-def human_size(n: float) -> str:
-    """Bytes in decimal units, as hubs list them: '1.1 GB', '491 MB'."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
-        if abs(n) >= scale:
-            value = n / scale
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    return f"{int(n)} B"

@@ -21,10 +21,11 @@ from gguf import (
 from gguf.quants import quant_shape_to_byte_shape, quantize
 from gguf.utility import size_label
 
-from .convert_output import ProgressFn, atomic_output, ensure_space, part_path, refuse_existing
+from .convert_output import ProgressFn
 from .convert_safetensors import Checkpoint, TensorEntry, to_float
 from .convert_tokenizer import QwenVocab, load_vocab
 from .errors import ModelFileError
+from .files import atomic_output, ensure_free_space, part_path, refuse_existing
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,12 @@ def write_gguf(
     with Checkpoint(hf_dir) as ckpt:
         plans = plan_tensors(ckpt, cfg, wanted)
         total = sum(p.nbytes for p in plans)
-        ensure_space(target.parent, total + vocab.metadata_bytes(), f"Converting {hf_dir.name} to {out_type}")
+        ensure_free_space(
+            target.parent,
+            total + vocab.metadata_bytes(),
+            f"converting {hf_dir.name} to {out_type}",
+            hint="Free up space or choose an --out on another disk.",
+        )
         writer = build_writer(hf_dir.name, cfg, vocab, plans, ftype)
         n_params = writer.get_total_parameter_count()[0]
         _write_all(writer, ckpt, plans, target, progress)

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .convert_output import ProgressFn
+from .progress import ProgressBars
 
 CONVERT_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m", "q5_k_m")
 QUANTIZE_TYPES = ("q4_0", "q4_k_m", "q5_k_m", "q8_0")
@@ -70,36 +70,13 @@ def default_output(settings: Any, stem: str, qtype: str) -> Path:
 
 
 @contextmanager
-def progress_bar(quiet: bool) -> Iterator[Any]:
-    """A rich bar on stderr; `bar.task(label)` returns a ProgressFn for one phase."""
+def progress_bar(quiet: bool) -> Iterator[ProgressBars | None]:
+    """Progress bars for the steps of a conversion (none when quiet)."""
     if quiet:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        TextColumn("[dim]{task.fields[item]}"),
-        console=Console(stderr=True),
-    )
-
-    def task(label: str) -> ProgressFn:
-        ids: list[Any] = []  # the bar appears with the first report, so an early error shows no empty bar
-
-        def update(done: int, total: int, item: str) -> None:
-            if not ids:
-                ids.append(progress.add_task(label, total=total or None, item=item))
-            progress.update(ids[0], completed=done, total=total or None, item=item)
-
-        return update
-
-    progress.task = task  # type: ignore[attr-defined]
-    with progress:
-        yield progress
+    with ProgressBars(speed=False) as bars:
+        yield bars
 
 
 def convert_command(args: argparse.Namespace, settings: Any) -> int:
@@ -112,8 +89,8 @@ def convert_command(args: argparse.Namespace, settings: Any) -> int:
             out,
             args.quantize,
             force=args.force,
-            progress=bar.task("converting") if bar else None,
-            quantize_progress=bar.task("quantizing") if bar and args.quantize not in DIRECT_TYPES else None,
+            progress=bar.step("converting") if bar else None,
+            quantize_progress=bar.step("quantizing") if bar and args.quantize not in DIRECT_TYPES else None,
             verbose=args.verbose,
         )
     for warning in result.warnings:
@@ -138,7 +115,7 @@ def quantize_command(args: argparse.Namespace, settings: Any) -> int:
             force=args.force,
             allow_requantize=args.allow_requantize,
             threads=args.threads,
-            progress=bar.task(f"quantizing to {args.qtype}") if bar else None,
+            progress=bar.step(f"quantizing to {args.qtype}") if bar else None,
             verbose=args.verbose,
         )
     size = out.stat().st_size / 1024**2

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from filelock import FileLock, Timeout
 
-from .catalog import Catalog, HubFile, Release, file_url, human_size, load_catalog
-from .errors import DownloadError, NotEnoughSpace, QwendeskError
+from .catalog import Catalog, HubFile, Release, file_url, load_catalog
+from .errors import Conflict, DownloadError, QwendeskError
+from .files import PART_SUFFIX, ensure_free_space, human_size
 
-PART_SUFFIX = ".part"  # `x.gguf.part`: not a `.gguf`, so the watched folder ignores it
 HASH_CHUNK = 4 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -28,11 +29,13 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 class PullCancelled(QwendeskError):
     """The pull was stopped (client went away); the `.part` files stay for a resume."""
 
-    status, code = 499, "pull_cancelled"
+    code = "pull_cancelled"
 
 
-class PullBusy(QwendeskError):
-    status, code = 409, "pull_in_progress"
+class PullBusy(Conflict):
+    """Another pull of the same release is running."""
+
+    code = "pull_in_progress"
 
 
 @dataclass(frozen=True)
@@ -138,24 +141,17 @@ def _hub_size(response: httpx.Response) -> int | None:
 @contextlib.contextmanager
 def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
     """One pull of a release at a time (CLI and daemon alike); the OS drops the lock if the process dies."""
+    lock = FileLock(lock_path)
     try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks here; concurrent pulls of one model are the user's risk
+        lock.acquire(timeout=0)
+    except Timeout as exc:
+        raise PullBusy(f"{what} is already being pulled by another qwendesk process; wait for it.") from exc
+    try:
         yield
-        return
-    with lock_path.open("a+b") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            raise PullBusy(
-                f"{what} is already being pulled by another qwendesk process; wait for it."
-            ) from exc
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                lock_path.unlink()
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
 
 
 class Puller:
@@ -260,12 +256,13 @@ class Puller:
             size = task.total or task.hub.approx_size or 0
             have = task.part.stat().st_size if task.part.is_file() else 0
             needed += max(size - have, 0)
-        free = self.disk_usage(self.dest_dir).free
-        if needed >= free:
-            raise NotEnoughSpace(
-                f"Not enough disk space: the download needs {human_size(needed)}, "
-                f"{human_size(free)} free on {self.dest_dir}. Free some space or point models_dirs at a bigger disk."
-            )
+        ensure_free_space(
+            self.dest_dir,
+            needed,
+            "the download",
+            hint="Free some space or point models_dirs at a bigger disk.",
+            disk_usage=self.disk_usage,
+        )
 
     def _fetch(self, task: FileTask, index: int, count: int) -> None:
         """Download into the `.part` file, resuming it; retry dropped connections from where they stopped."""

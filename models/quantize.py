@@ -10,8 +10,9 @@ from types import ModuleType
 
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 
-from .convert_output import ProgressFn, atomic_output, ensure_space, refuse_existing
-from .errors import ModelFileError, QwendeskError
+from .convert_output import ProgressFn
+from .errors import BadRequest, MissingDependency, ModelFileError
+from .files import atomic_output, ensure_free_space, refuse_existing
 
 # CLI name -> llama_ftype (gguf's LlamaFileType mirrors llama.h, so no llama_cpp import is needed here).
 QUANT_TYPES = {
@@ -23,6 +24,7 @@ QUANT_TYPES = {
 # Upper bounds of output size / f16 size, for the disk-space check (embeddings may stay at 6 bits).
 SIZE_BOUND = {"q4_0": 0.45, "q4_k_m": 0.5, "q5_k_m": 0.55, "q8_0": 0.6}
 SOURCE_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+SPACE_HINT = "Free up space or choose an --out on another disk."
 INSTALL_HINT = "Install the convert extra: pip install 'qwendesk[convert]' (builds llama-cpp-python)."
 
 
@@ -31,7 +33,7 @@ def load_llama_cpp() -> ModuleType:
     try:
         import llama_cpp
     except ImportError as exc:
-        raise QwendeskError(
+        raise MissingDependency(
             f"Quantizing needs llama.cpp's quantizer, which is not installed. {INSTALL_HINT}"
         ) from exc
     return llama_cpp
@@ -127,13 +129,9 @@ def quantize_gguf(
     """Quantize `src` into `out` (written as out.part, renamed when complete) with llama.cpp."""
     src, out = Path(src), Path(out)
     if qtype not in QUANT_TYPES:
-        raise QwendeskError(
-            f"Unknown quantization {qtype!r}; choose one of {', '.join(QUANT_TYPES)}.", status=400
-        )
+        raise BadRequest(f"Unknown quantization {qtype!r}; choose one of {', '.join(QUANT_TYPES)}.")
     if src.resolve() == out.resolve():
-        raise QwendeskError(
-            "The output must be a different file than the input; choose another OUT.", status=400
-        )
+        raise BadRequest("The output must be a different file than the input; choose another OUT.")
     f16_bytes, quantized = source_info(src)
     refuse_existing(out, force=force)
     if quantized and not allow_requantize:
@@ -143,7 +141,7 @@ def quantize_gguf(
         )
     load_llama_cpp()  # fail fast, before the space check and the temp file
     expected = int(f16_bytes * SIZE_BOUND[qtype])
-    ensure_space(out.parent, expected, f"Quantizing {src.name} to {qtype}")
+    ensure_free_space(out.parent, expected, f"quantizing {src.name} to {qtype}", hint=SPACE_HINT)
     with atomic_output(out, force=force) as part:
         run_quantizer(
             src,

@@ -200,7 +200,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, smollm2_gguf: Path):
 @pytest.fixture(scope="session")
 def qwen2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen2 GGUF (real layout, tokenizer kind and chat template); read-only."""
-    from qwendesk.models.synthetic import write_qwen_gguf
+    from tests.fixtures.synthetic import write_qwen_gguf
 
     return write_qwen_gguf(tmp_path_factory.mktemp("qwen2") / "qwen2-tiny-q8_0.gguf", arch="qwen2")
 
@@ -208,7 +208,7 @@ def qwen2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def qwen3_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random-weight Qwen3 GGUF (q/k norms, no biases); read-only."""
-    from qwendesk.models.synthetic import write_qwen_gguf
+    from tests.fixtures.synthetic import write_qwen_gguf
 
     return write_qwen_gguf(tmp_path_factory.mktemp("qwen3") / "qwen3-tiny-q8_0.gguf", arch="qwen3")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from qwendesk.daemon.client import DaemonClient
 from qwendesk.daemon.errors import DaemonNotRunning, QwendeskError
+from qwendesk.installers.detach import detach_options
 
 # The daemon writes its own rotating daemon.log; its console output (also a crash before logging
 # is set up) goes here, so the two never interleave and rotation never strands our file handle.
@@ -42,18 +43,6 @@ def daemon_env(settings: Any, base: Mapping[str, str] | None = None) -> dict[str
     if settings.models_dirs:
         env["QWENDESK_MODELS_DIRS"] = os.pathsep.join(str(p) for p in settings.models_dirs)
     return env
-
-
-def detach_options(platform: str = sys.platform) -> dict[str, Any]:
-    """Popen options that let the daemon outlive the tray and never open a console window."""
-    if platform == "win32":
-        flags = (
-            getattr(subprocess, "DETACHED_PROCESS", 0x8)
-            | getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
-            | getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x200)
-        )
-        return {"creationflags": flags}
-    return {"start_new_session": True}
 
 
 def launch_daemon(

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .state import AVAILABLE, ERROR, RUNNING, STARTING, STOPPING, DaemonPhase, TrayState, shown_state
+from qwendesk.daemon.client import ModelState
+
+from .state import DaemonPhase, TrayState, shown_state
 
 # Action ids carried by menu items; model actions are "start:<name>" / "stop:<name>".
 OPEN_CHAT = "open_chat"
@@ -76,16 +78,16 @@ def model_item(state: TrayState, model: dict[str, Any]) -> MenuItemSpec:
     """A model line: checked when running; click starts or stops; busy models cannot be clicked."""
     name = str(model.get("name"))
     shown = shown_state(state, model)
-    if shown == STARTING:
+    if shown == ModelState.STARTING:
         return MenuItemSpec(f"{name} — starting…", checked=False, enabled=False)
-    if shown == STOPPING:
+    if shown == ModelState.STOPPING:
         return MenuItemSpec(f"{name} — stopping…", checked=True, enabled=False)
-    if shown == RUNNING:
+    if shown == ModelState.RUNNING:
         return MenuItemSpec(name, STOP_PREFIX + name, checked=True)
-    if shown == ERROR:
+    if shown == ModelState.ERROR:
         reason = model.get("error") or "failed to start"
         return MenuItemSpec(shorten(f"{name} — error: {reason}"), START_PREFIX + name, checked=False)
-    if shown != AVAILABLE:  # a state this tray does not know yet: show it, do not guess an action
+    if shown != ModelState.AVAILABLE:  # a state this tray does not know yet: show it, do not guess an action
         return MenuItemSpec(f"{name} — {shown}", checked=False, enabled=False)
     return MenuItemSpec(name, START_PREFIX + name, checked=False)
 

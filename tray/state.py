@@ -7,9 +7,10 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-# Model states as the daemon reports them (the values of qwendesk.daemon.schemas.ModelState).
-AVAILABLE, STARTING, RUNNING, STOPPING, ERROR = "available", "starting", "running", "stopping", "error"
-BUSY_STATES = (STARTING, STOPPING)
+from qwendesk.daemon.client import ModelState
+
+# A str enum: its members compare equal to the state strings of the daemon's JSON.
+BUSY_STATES = (ModelState.STARTING, ModelState.STOPPING)
 
 
 class DaemonPhase(str, Enum):
@@ -102,14 +103,14 @@ def with_autostart(state: TrayState, enabled: bool | None) -> TrayState:
 # ---- derived views -------------------------------------------------------------------------------
 def shown_state(state: TrayState, model: dict[str, Any]) -> str:
     """The state a model is shown in: the daemon's, or starting/stopping while a click is in flight."""
-    actual = str(model.get("state") or AVAILABLE)
+    actual = str(model.get("state") or ModelState.AVAILABLE.value)
     if actual in BUSY_STATES:
         return actual
     op = state.pending.get(str(model.get("name")))
     if op == "start":
-        return STARTING
+        return ModelState.STARTING.value
     if op == "stop":
-        return STOPPING
+        return ModelState.STOPPING.value
     return actual
 
 
@@ -121,11 +122,11 @@ def icon_state(state: TrayState) -> IconState:
         return IconState.LOADING
     shown = [shown_state(state, m) for m in state.models]
     supervisor = state.status.get("supervisor") or {}
-    if ERROR in shown or supervisor.get("state") == "failed":
+    if ModelState.ERROR in shown or supervisor.get("state") == "failed":
         return IconState.ERROR
     if any(s in BUSY_STATES for s in shown) or supervisor.get("state") in ("starting", "restarting"):
         return IconState.LOADING
-    if RUNNING in shown:
+    if ModelState.RUNNING in shown:
         return IconState.RUNNING
     return IconState.IDLE
 
@@ -136,7 +137,9 @@ def notices(old: TrayState, new: TrayState) -> list[Notice]:
     before = {m.get("name"): m for m in old.models}
     for model in new.models:
         prior = before.get(model.get("name"))
-        if model.get("state") == ERROR and (prior is None or prior.get("state") != ERROR):
+        if model.get("state") == ModelState.ERROR and (
+            prior is None or prior.get("state") != ModelState.ERROR
+        ):
             if prior is None and old.daemon != DaemonPhase.UP:
                 continue  # already failed before we connected: the menu shows it, no pop-up
             found.append(
@@ -158,10 +161,10 @@ def title_text(state: TrayState) -> str:
         return "qwendesk — daemon not running"
     if state.daemon in (DaemonPhase.STARTING, DaemonPhase.CONNECTING):
         return "qwendesk — starting…"
-    running = [m for m in state.models if m.get("state") == RUNNING]
+    running = [m for m in state.models if m.get("state") == ModelState.RUNNING]
     if not running:
         # A launch takes seconds to minutes: say so rather than "no model running" meanwhile.
-        starting = next((m for m in state.models if shown_state(state, m) == STARTING), None)
+        starting = next((m for m in state.models if shown_state(state, m) == ModelState.STARTING), None)
         return f"qwendesk — starting {starting.get('name')}…" if starting else "qwendesk — no model running"
     if len(running) == 1:
         return f"qwendesk — {running[0].get('name')} running"

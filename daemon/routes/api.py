@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
-from ..errors import BadRequest, Conflict, NotFound
-from ..manager import ModelManager
+from qwendesk.models.folder import add_file
+
+from ..errors import NotFound
+from ..lifecycle.manager import ModelManager
 from ..schemas import AddRequest, ModelView, StartRequest
 
 router = APIRouter()
@@ -63,36 +64,13 @@ async def stop_model(name: str, request: Request) -> ModelView:
 
 @router.post("/api/models/add")
 async def add_model(body: AddRequest, request: Request) -> ModelView:
-    """Copy a GGUF into the first models folder (via a .part name, so the watcher sees it once, whole)."""
+    """Copy a GGUF into the first models folder and return the model it became."""
     manager = _manager(request)
-    source = Path(body.path).expanduser()
-    if not source.is_absolute():
-        raise BadRequest(f"Give an absolute path (got '{body.path}').")
-    if not source.is_file():
-        raise NotFound(f"No file at {source}.")
-    if source.suffix.lower() != ".gguf":
-        raise BadRequest(f"{source.name} is not a .gguf file.")
     folder = manager.settings.model_folders[0]
-    target = folder / source.name
-    if target.exists():
-        raise Conflict(f"{target.name} is already in {folder}.")
-    free = shutil.disk_usage(folder).free
-    size = source.stat().st_size
-    if size > free:
-        from ..errors import InsufficientResources
-
-        raise InsufficientResources(
-            f"{source.name} needs {size / 2**30:.2f} GiB but only {free / 2**30:.2f} GiB is free on {folder}."
-        )
-    part = target.with_name(target.name + ".part")
-    try:
-        await asyncio.to_thread(shutil.copyfile, source, part)
-        part.rename(target)
-    finally:
-        part.unlink(missing_ok=True)
-    await manager.rescan()
+    target = await asyncio.to_thread(add_file, Path(body.path).expanduser(), folder)
+    await manager.folders.rescan()
     for view in manager.views():
-        if Path(view.file) == target.resolve() or Path(view.file) == target:
+        if Path(view.file) in (target, target.resolve()):
             return view
     raise NotFound(f"{target.name} was copied but is not listed; see the daemon log.")
 

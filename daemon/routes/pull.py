@@ -59,10 +59,12 @@ async def _pull_events(name: str, settings: Any, catalog: Catalog) -> AsyncItera
                 on_progress=lambda p: post("progress", _event(p)),
             )
         except QwendeskError as exc:
-            post("error", {"error": exc.message, "status": exc.status})
+            post("error", {"error": exc.message, "code": exc.code})
         except Exception as exc:  # a bug must still end the stream with a message, never hang the tray
             log.exception("pull of %s failed", name)
-            post("error", {"error": f"The pull of {name} failed unexpectedly: {exc}", "status": 500})
+            post(
+                "error", {"error": f"The pull of {name} failed unexpectedly: {exc}", "code": "internal_error"}
+            )
         else:
             post(
                 "done",

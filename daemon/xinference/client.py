@@ -19,9 +19,9 @@ from ..errors import (
     QwendeskError,
     SupervisorError,
     Unauthorized,
+    describe_problems,
 )
 
-LLM_REGISTRATIONS = "/v1/model_registrations/LLM"
 MODEL_TYPES = ("LLM", "embedding")  # the custom-model kinds qwendesk registers (Xinference's spelling)
 # Loading a model spawns a process that imports torch before llama.cpp even starts; be generous.
 LAUNCH_TIMEOUT = 900.0
@@ -30,6 +30,7 @@ TOKEN_MAX_AGE = 20 * 60.0
 GENERIC_LAUNCH_FAILURE = "Failed to init server"
 
 _ADDRESS_PREFIX = re.compile(r"^\s*\[address=[^\]]*\]\s*")
+# Xinference answers with HTTP statuses and no error codes: this is where its statuses become our errors.
 _STATUS_ERRORS: dict[int, type[QwendeskError]] = {
     400: BadRequest,
     401: Unauthorized,
@@ -50,14 +51,7 @@ def clean_detail(body: Any) -> str:
             return _ADDRESS_PREFIX.sub("", text.strip())[:500] or "no details"
     detail = body.get("detail", body.get("error", body)) if isinstance(body, dict) else body
     if isinstance(detail, list):  # FastAPI validation errors: [{"loc": [...], "msg": "..."}]
-        parts = []
-        for item in detail:
-            if isinstance(item, dict):
-                loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {item.get('msg', item)}" if loc else str(item.get("msg", item)))
-            else:
-                parts.append(str(item))
-        detail = "; ".join(parts)
+        detail = describe_problems(detail)
     elif isinstance(detail, dict):
         detail = detail.get("message") or json.dumps(detail)
     text = _ADDRESS_PREFIX.sub("", str(detail).strip())
@@ -200,19 +194,6 @@ class XinferenceClient:
         """Remove a custom registration (unknown names are fine); model files are never touched."""
         await self.request("DELETE", f"{_registrations(model_type)}/{name}", admin=True)
 
-    async def register_llm(self, spec: dict[str, Any], persist: bool = False) -> None:
-        """Register a custom LLM; an existing one of that name is replaced (so a changed file is picked up)."""
-        await self.register("LLM", spec, persist)
-
-    async def unregister_llm(self, name: str) -> None:
-        """Remove a custom LLM registration (unknown names are fine); model files are never touched."""
-        await self.unregister("LLM", name)
-
-    async def registrations(self, model_type: str = "LLM") -> list[str]:
-        """Names of the user-defined (not built-in) registrations of `model_type`."""
-        resp = await self.request("GET", _registrations(model_type), admin=True)
-        return [item["model_name"] for item in resp.json() if not item.get("is_builtin")]
-
     async def launch(
         self,
         model_name: str,
@@ -263,13 +244,6 @@ class XinferenceClient:
         except (NotFound, BadRequest) as exc:
             if "not found" not in exc.message.lower() and "not exist" not in exc.message.lower():
                 raise
-
-    async def running(self) -> dict[str, dict[str, Any]]:
-        """Running models by uid, as Xinference describes them."""
-        resp = await self.request("GET", "/v1/models", admin=True)
-        data = resp.json()
-        items = data.get("data", []) if isinstance(data, dict) else []
-        return {item["id"]: item for item in items}
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -185,7 +185,7 @@ class EmbeddedSupervisor(Supervisor):
                 stdin=subprocess.DEVNULL,
                 stdout=fd,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # own process group: we can end the whole tree
+                **process_tree.new_group_options(),  # we can end the whole tree, orphans included
             )
         finally:
             os.close(fd)

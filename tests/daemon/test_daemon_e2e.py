@@ -13,7 +13,7 @@ import httpx
 import psutil
 import pytest
 
-from qwendesk.daemon.registry import model_name_for
+from qwendesk.models.folder import model_name_for
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port, link_model
 
 pytestmark = pytest.mark.e2e

@@ -8,16 +8,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwendesk.daemon.registry import (
-    embedding_launch_kwargs,
-    launch_kwargs_for_files,
-    model_type,
-    registration_spec,
-    reserved_names,
-    scan,
-)
+from qwendesk.daemon.accelerator import detect
+from qwendesk.daemon.config import load_settings
+from qwendesk.daemon.lifecycle.launch import launch_plan
+from qwendesk.daemon.schemas import StartRequest
 from qwendesk.daemon.xinference.client import XinferenceClient
-from qwendesk.models.synthetic import SHAPES, write_qwen_gguf
+from qwendesk.daemon.xinference.registration import model_type, registration_spec, reserved_names
+from qwendesk.models.folder import scan
+from tests.fixtures.synthetic import SHAPES, write_qwen_gguf
 
 
 @pytest.fixture
@@ -55,21 +53,36 @@ def test_scan_lists_embedding_models_with_embed_and_their_spec(folder: Path) -> 
     assert len(shards["quantization_parts"]["Q8_0"]) == len(split.files) > 1
     assert "model_ability" in registration_spec(chat) and "dimensions" not in registration_spec(chat)
 
-    assert launch_kwargs_for_files(embed) == {
-        "model_format": "ggufv2",
-        "quantization": "Q8_0",
-        "pooling_type": 3,
-    }
-    assert launch_kwargs_for_files(split)["pooling_type"] == 1
-    assert "pooling_type" not in launch_kwargs_for_files(chat)
+    plans = {m.name: plan(m) for m in (embed, split, chat)}
+    assert plans[embed.name].engine_kwargs["pooling_type"] == 3
+    assert (plans[embed.name].model_type, plans[embed.name].quantization) == ("embedding", "Q8_0")
+    assert plans[embed.name].model_size is None  # embedding registrations carry no size
+    assert plans[split.name].engine_kwargs["pooling_type"] == 1
+    assert "pooling_type" not in plans[chat.name].engine_kwargs
 
 
-def test_embedding_launch_kwargs_fit_one_input_in_one_batch(folder: Path) -> None:
+def plan(model, **options):
+    return launch_plan(load_settings(env={}), detect(), model, StartRequest(**options), direct=False)
+
+
+def test_embedding_launch_plan_fits_one_input_in_one_batch(folder: Path) -> None:
     embed = scan([folder])["qwen3-embedding-tiny-q8_0"]
-    base = {"n_ctx": 3 * 2048, "n_parallel": 3, "n_threads": 2}
-    assert embedding_launch_kwargs(embed, base) == {**base, "n_batch": 2048, "n_ubatch": 2048}
-    capped = embedding_launch_kwargs(embed, {"n_ctx": 2 * 32768, "n_parallel": 2})  # trained for 4096
-    assert capped == {"n_ctx": 2 * 4096, "n_parallel": 2, "n_batch": 4096, "n_ubatch": 4096}
+    kwargs = plan(embed, n_ctx=2048, n_parallel=3).engine_kwargs
+    assert (kwargs["n_ctx"], kwargs["n_parallel"], kwargs["n_batch"], kwargs["n_ubatch"]) == (
+        3 * 2048,
+        3,
+        2048,
+        2048,
+    )
+    capped = plan(embed, n_ctx=32768, n_parallel=2)  # trained for 4096
+    kwargs = capped.engine_kwargs
+    assert (kwargs["n_ctx"], kwargs["n_parallel"], kwargs["n_batch"], kwargs["n_ubatch"]) == (
+        2 * 4096,
+        2,
+        4096,
+        4096,
+    )
+    assert capped.n_ctx == 4096
 
 
 def test_builtin_embedding_names_are_reserved() -> None:
@@ -94,19 +107,17 @@ async def test_client_registers_launches_and_unregisters_by_model_type() -> None
 
     client = XinferenceClient("http://x", credentials=("u", "p"), transport=httpx.MockTransport(fake))
     await client.register("embedding", {"model_name": "e"})
-    assert await client.registrations("embedding") == ["e"]
     uid = await client.launch(
         "e", "e", model_size=None, quantization="Q8_0", model_type="embedding", pooling_type=3
     )
     await client.unregister("embedding", "e")
-    await client.register_llm({"model_name": "c"})
+    await client.register("LLM", {"model_name": "c"})
     await client.launch("c", "c", model_size="0_5", quantization="Q8_0")
     await client.aclose()
 
     calls = [(m, p) for m, p, _ in seen if p != "/token"]
     assert calls == [
         ("POST", "/v1/model_registrations/embedding"),
-        ("GET", "/v1/model_registrations/embedding"),
         ("POST", "/v1/models"),
         ("DELETE", "/v1/model_registrations/embedding/e"),
         ("POST", "/v1/model_registrations/LLM"),

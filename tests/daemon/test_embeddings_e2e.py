@@ -12,11 +12,12 @@ import httpx
 import psutil
 import pytest
 
-from qwendesk.daemon.registry import model_name_for
-from qwendesk.daemon.xinference.client import XinferenceClient
 from qwendesk.daemon.xinference.auth import CREDENTIALS_FILE, load_credentials
-from qwendesk.models.synthetic import SHAPES, write_qwen_gguf
+from qwendesk.daemon.xinference.client import XinferenceClient
+from qwendesk.models.folder import model_name_for
 from tests.conftest import SMOLLM2_NAME, DaemonProcess
+from tests.daemon.xinference.probe import registrations
+from tests.fixtures.synthetic import SHAPES, write_qwen_gguf
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +33,7 @@ def xinference_registrations(daemon: DaemonProcess, model_type: str) -> list[str
     async def ask() -> list[str]:
         client = XinferenceClient(endpoint, creds.api_key, credentials=(creds.username, creds.password))
         try:
-            return await client.registrations(model_type)
+            return await registrations(client, model_type)
         finally:
             await client.aclose()
 

@@ -9,7 +9,6 @@ import subprocess
 import httpx
 import pytest
 
-from qwendesk.daemon.routes.openai_proxy import ModelRewriter
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port, link_model
 
 pytestmark = pytest.mark.e2e
@@ -37,29 +36,6 @@ def assert_openai_error(r: httpx.Response, status: int, *words: str) -> dict:
     for word in words:
         assert word.lower() in error["message"].lower(), error["message"]
     return error
-
-
-# ---- unit: the model-field rewrite ---------------------------------------------------------------
-def test_rewriter_replaces_only_the_model_key_even_across_chunk_boundaries() -> None:
-    rewrite = ModelRewriter("smol")
-    event = (
-        b'data: {"choices":[{"delta":{"content":"say \\"model\\":\\"x\\""}}],'
-        b'"model":"/a/b/c.gguf","object":"chat.completion.chunk"}\n\n'
-    )
-    assert rewrite(event) == event.replace(b'"/a/b/c.gguf"', b'"smol"')
-    assert rewrite(b'{"model": "/p/with \\"quote\\".gguf", "x": 1}') == b'{"model":"smol", "x": 1}'
-
-    async def split() -> list[bytes]:
-        async def chunks():
-            for i in range(0, len(event) * 3, 7):  # cut in the middle of the key and value
-                yield (event * 3)[i : i + 7]
-
-        return [b async for b in rewrite.stream(chunks())]
-
-    import asyncio
-
-    out = b"".join(asyncio.run(split()))
-    assert out == (event * 3).replace(b'"/a/b/c.gguf"', b'"smol"')
 
 
 # ---- the real daemon ---------------------------------------------------------------------------------

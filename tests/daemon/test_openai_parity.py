@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwendesk.daemon.registry import model_name_for
+from qwendesk.models.folder import model_name_for
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, link_model
 
 pytestmark = pytest.mark.e2e

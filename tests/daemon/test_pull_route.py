@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,8 +22,9 @@ from fastapi.responses import JSONResponse
 from qwendesk.daemon.client import _parse_sse
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import QwendeskError
-from qwendesk.daemon.registry import model_name_for
+from qwendesk.daemon.http_errors import error_response
 from qwendesk.daemon.routes.pull import router
+from qwendesk.models.folder import model_name_for
 from tests.conftest import DaemonProcess, free_port
 from tests.hub_server import blob, catalog_entry
 
@@ -27,14 +33,14 @@ MB = 1024 * 1024
 
 
 def make_app(settings) -> FastAPI:
-    """The pull router with the same error mapping the daemon's app uses ({"error": ...} with the status)."""
+    """The pull router with the daemon's own error mapping ({"error", "code"} with the code's status)."""
     app = FastAPI()
     app.state.settings = settings
     app.include_router(router)
 
     @app.exception_handler(QwendeskError)
     async def _error(_request: Request, exc: QwendeskError) -> JSONResponse:
-        return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return error_response(_request.url.path, exc)
 
     return app
 
@@ -168,6 +174,68 @@ def test_client_disconnect_stops_the_download_and_a_new_pull_resumes(publish, pu
     assert events[-1][0] == "done"
     assert (settings.model_folders[0] / "m.gguf").read_bytes() == content
     assert hub_server.requests("GET", cdn=True)[-1].range == f"bytes={kept}-"
+
+
+def test_cli_pull_through_the_daemon_ctrl_c_keeps_part_and_rerun_resumes(hub_server, tmp_path):
+    """`qwendesk pull` streams the daemon's progress; SIGINT stops it, the daemon keeps the .part, a rerun resumes."""
+    content = blob(8 * MB, seed=7)
+    entry = catalog_entry(hub_server, "qwen-test:1b-q4_k_m", REPO, {"m.gguf": content})
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"models": [entry]}))
+    env = {
+        "QWENDESK_HUGGINGFACE_ENDPOINT": hub_server.url,
+        "QWENDESK_CATALOG_SOURCE": "huggingface",
+        "QWENDESK_CATALOG_FILE": str(catalog),
+    }
+    proc = DaemonProcess(tmp_path / "home", free_port(), env).start()  # Xinference is never needed here
+    part = proc.models_dir / "m.gguf.part"
+    hub_server.state.bytes_per_second = 2 * MB
+
+    def cli() -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "qwendesk.daemon", "pull", "qwen-test:1b"],
+            env=proc.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    try:
+        child = cli()
+        try:
+            deadline = time.monotonic() + 30
+            while not (part.exists() and part.stat().st_size >= MB) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.killpg(child.pid, signal.SIGINT)
+            output, _ = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                os.killpg(child.pid, signal.SIGKILL)
+        assert child.returncode == 130, output
+        assert "run `qwendesk pull qwen-test:1b` again to resume" in output
+        # The daemon notices the closed stream and stops downloading; the part stays for a resume.
+        proc.wait_for(lambda _c: _stable(part), what="the daemon to stop downloading")
+        kept = part.stat().st_size
+        assert 0 < kept < len(content) and not part.with_suffix("").exists()
+
+        hub_server.state.bytes_per_second = None
+        second = cli()
+        output, _ = second.communicate(timeout=60)
+        assert second.returncode == 0, output
+        assert "Pulled qwen-test:1b-q4_k_m" in output
+        assert (proc.models_dir / "m.gguf").read_bytes() == content
+        assert hub_server.requests("GET", cdn=True)[-1].range == f"bytes={kept}-"
+        assert proc.wait_for(lambda _c: proc.model("m"), what="the pulled file to be listed")
+    finally:
+        proc.stop()
+
+
+def _stable(path: Path, quiet: float = 0.5) -> bool:
+    """True when `path` did not grow for `quiet` seconds."""
+    before = path.stat().st_size
+    time.sleep(quiet)
+    return path.stat().st_size == before
 
 
 @pytest.mark.e2e

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qwendesk.daemon.registry import scan
 from qwendesk.daemon.watcher import FolderWatcher
+from qwendesk.models.folder import scan
 
 DEBOUNCE = 0.3
 

@@ -10,6 +10,7 @@ import pytest
 
 from qwendesk.daemon.config import load_settings
 from qwendesk.models.catalog import (
+    BadCatalog,
     CatalogError,
     estimate_memory,
     file_url,
@@ -110,7 +111,7 @@ def test_unknown_quantization_lists_the_available_ones(catalog):
 def test_unknown_name_suggests_close_ones(catalog):
     with pytest.raises(CatalogError, match="Did you mean qwen2.5:1.5b-instruct") as info:
         catalog.resolve("qwen2.5:1.5b-instrct")
-    assert info.value.status == 404 and "qwendesk catalog" in info.value.message
+    assert info.value.code == "not_in_catalog" and "qwendesk catalog" in info.value.message
 
 
 def test_hub_urls():
@@ -159,7 +160,7 @@ def test_user_catalog_file_adds_entries(tmp_path):
 def test_broken_catalog_file_is_a_clear_error(tmp_path):
     extra = tmp_path / "bad.json"
     extra.write_text('{"models": [{"name": "x"}]}')
-    with pytest.raises(CatalogError, match="is malformed"):
+    with pytest.raises(BadCatalog, match="is malformed"):
         load_catalog(extra)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFReader, TokenType
 
-from qwendesk.models import convert_output
+from qwendesk.models import files
 from qwendesk.models.convert import convert_checkpoint, read_config, required_tensors
 from qwendesk.models.convert_safetensors import to_float
 from qwendesk.models.errors import ModelFileError, NotEnoughSpace, QwendeskError
@@ -149,7 +149,8 @@ def test_bf16_widening_is_exact() -> None:
 
 
 def test_registrable_by_the_daemon_scan(gguf_of, tmp_path: Path) -> None:
-    from qwendesk.daemon.registry import registration_spec, scan
+    from qwendesk.daemon.xinference.registration import registration_spec
+    from qwendesk.models.folder import scan
     from qwendesk.models.gguf_info import read_gguf
 
     info = read_gguf(gguf_of("qwen3", "q8_0"))
@@ -201,11 +202,11 @@ def test_writes_part_file_then_renames_and_reports_progress(hf_dirs, tmp_path: P
     out, seen = tmp_path / "m-f16.gguf", []
 
     def progress(done: int, total: int, item: str) -> None:
-        assert not out.exists() and convert_output.part_path(out).exists()
+        assert not out.exists() and files.part_path(out).exists()
         seen.append((done, total, item))
 
     convert_checkpoint(hf_dirs["qwen2"], out, "f16", progress=progress)
-    assert out.exists() and not convert_output.part_path(out).exists()
+    assert out.exists() and not files.part_path(out).exists()
     dones = [d for d, _, _ in seen]
     assert dones == sorted(dones) and seen[-1] == (seen[-1][1], seen[-1][1], "done")
     assert len(seen) == len(required_tensors(read_config(hf_dirs["qwen2"]))) + 1
@@ -223,8 +224,8 @@ def test_refuses_to_overwrite_without_force(hf_dirs, tmp_path: Path) -> None:
 
 def test_not_enough_space_before_writing(hf_dirs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(convert_output.shutil, "disk_usage", lambda p: usage._replace(free=1024 * 1024))
-    with pytest.raises(NotEnoughSpace, match="needs about .* GB free"):
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda p: usage._replace(free=1024 * 1024))
+    with pytest.raises(NotEnoughSpace, match="Not enough disk space: converting .* needs"):
         convert_checkpoint(hf_dirs["qwen2"], tmp_path / "m.gguf", "f16")
     assert list(tmp_path.iterdir()) == []
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from qwendesk.daemon.registry import model_name_for
+from qwendesk.models.folder import model_name_for
 from tests.conftest import DaemonProcess
 from tests.models.hf_checkpoints import build_checkpoint
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -211,62 +207,3 @@ def test_a_second_concurrent_pull_of_the_same_model_is_refused(hub_server, setti
         pytest.raises(PullBusy, match="already being pulled"),
     ):
         pull("qwen-test:1b", settings, catalog=catalog_of(entry))
-
-
-CLI_PULL = """
-import argparse, sys
-from qwendesk.daemon.config import load_settings
-from qwendesk.models.commands import register
-parser = argparse.ArgumentParser(prog="qwendesk")
-register(parser.add_subparsers())
-args = parser.parse_args(sys.argv[1:])
-sys.exit(args.func(args, load_settings()))
-"""
-
-
-def run_cli(*argv: str, env: dict, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", CLI_PULL, *argv],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        **kwargs,
-    )
-
-
-def test_cli_ctrl_c_keeps_part_and_rerun_resumes(hub_server, settings, tmp_path):
-    """The real `pull` command in a child process gets SIGINT mid-download, then a second run finishes."""
-    import json
-
-    content = blob(8 * MB, seed=7)
-    entry = catalog_entry(hub_server, "qwen-test:1b-q4_k_m", REPO, {"m.gguf": content})
-    catalog_file = tmp_path / "catalog.json"
-    catalog_file.write_text(json.dumps({"models": [entry]}))
-    env = {**os.environ, "QWENDESK_CATALOG_FILE": str(catalog_file), "QWENDESK_CATALOG_SOURCE": "huggingface"}
-    part = settings.model_folders[0] / "m.gguf.part"
-    hub_server.state.bytes_per_second = 2 * MB
-
-    child = run_cli("pull", "qwen-test:1b", env=env)
-    try:
-        deadline = time.monotonic() + 30
-        while not (part.exists() and part.stat().st_size >= MB) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.killpg(child.pid, signal.SIGINT)
-        output, _ = child.communicate(timeout=30)
-    finally:
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGKILL)
-    assert child.returncode == 130, output
-    assert "run `qwendesk pull qwen-test:1b` again to resume" in output
-    kept = part.stat().st_size
-    assert 0 < kept < len(content) and not part.with_suffix("").exists()
-
-    hub_server.state.bytes_per_second = None
-    second = run_cli("pull", "qwen-test:1b", env=env)
-    output, _ = second.communicate(timeout=60)
-    assert second.returncode == 0, output
-    assert "Pulled qwen-test:1b-q4_k_m" in output
-    assert (settings.model_folders[0] / "m.gguf").read_bytes() == content
-    assert hub_server.requests("GET", cdn=True)[-1].range == f"bytes={kept}-"

@@ -17,7 +17,7 @@ from qwendesk.models.families import (
     registration_for,
 )
 from qwendesk.models.gguf_info import read_gguf
-from qwendesk.models.synthetic import SHAPES, write_qwen_gguf
+from tests.fixtures.synthetic import SHAPES, write_qwen_gguf
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,9 @@ def test_the_daemon_imports_neither_gguf_nor_numpy() -> None:
     """What `qwendesk serve` imports to list and register models: numpy would cost ~11 MiB idle."""
     code = (
         "import sys\n"
-        "import qwendesk.daemon.cli, qwendesk.daemon.server, qwendesk.daemon.app, qwendesk.daemon.manager\n"
-        "import qwendesk.daemon.registry, qwendesk.daemon.watcher, qwendesk.models.families\n"
+        "import qwendesk.daemon.cli, qwendesk.daemon.server, qwendesk.daemon.app\n"
+        "import qwendesk.daemon.lifecycle.manager, qwendesk.daemon.xinference.registration\n"
+        "import qwendesk.models.folder, qwendesk.daemon.watcher, qwendesk.models.families\n"
         "print(' '.join(m for m in ('numpy', 'gguf', 'torch', 'xinference') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

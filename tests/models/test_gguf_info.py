@@ -12,7 +12,7 @@ import pytest
 
 from qwendesk.models.errors import ModelFileError
 from qwendesk.models.gguf_info import LLAMA_CPP_ARCHITECTURES, read_gguf
-from qwendesk.models.synthetic import write_minimal_gguf, write_qwen_gguf
+from tests.fixtures.synthetic import write_minimal_gguf, write_qwen_gguf
 
 
 def test_smollm2_metadata(smollm2_gguf: Path) -> None:

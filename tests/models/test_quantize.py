@@ -11,8 +11,8 @@ import pytest
 from gguf import GGMLQuantizationType, GGUFReader, GGUFWriter
 
 from qwendesk.models.convert import convert_checkpoint
-from qwendesk.models.convert_output import part_path
 from qwendesk.models.errors import ModelFileError, QwendeskError
+from qwendesk.models.files import part_path
 from qwendesk.models.quantize import quantize_gguf
 
 from .hf_checkpoints import build_checkpoint
@@ -85,7 +85,7 @@ def test_quantized_file_loads_chats_and_shrinks(qtype: str, f16_gguf: Path, tmp_
 def test_convert_with_q4_k_m_lands_in_the_models_folder(hf_dir: Path, qwendesk_home: Path, capsys) -> None:
     from qwendesk.daemon.cli import main
     from qwendesk.daemon.config import load_settings
-    from qwendesk.daemon.registry import scan
+    from qwendesk.models.folder import scan
 
     assert main(["convert", str(hf_dir), "--quantize", "q4_k_m", "--quiet"]) == 0
     folder = load_settings().model_folders[0]

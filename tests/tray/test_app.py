@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from qwendesk.daemon.config import load_settings
-from qwendesk.daemon.errors import InsufficientResources
+from qwendesk.daemon.errors import NotEnoughMemory
 from qwendesk.tray.app import TrayApp
 from qwendesk.tray.icons import icon_image
 from qwendesk.tray.login import LoginItem
@@ -97,9 +97,7 @@ def test_running_model_click_stops_it(client: FakeClient, pystray_dummy: ModuleT
 def test_refused_start_notifies_and_clears(client: FakeClient, pystray_dummy: ModuleType) -> None:
     app = make_app(client, pystray_dummy)
     snapshot(app, model("big"))
-    client.fail["start"] = InsufficientResources(
-        "big needs 9 GiB of memory; 3 GiB are free. Stop a model first."
-    )
+    client.fail["start"] = NotEnoughMemory("big needs 9 GiB of memory; 3 GiB are free. Stop a model first.")
     app.on_action("start:big").result(5)
     assert [(n.title, n.message) for n in app.notified] == [
         ("Could not start big", "big needs 9 GiB of memory; 3 GiB are free. Stop a model first.")

@@ -38,13 +38,6 @@ def test_daemon_env_hands_down_home_port_and_token(tmp_path: Path) -> None:
     assert "QWENDESK_MODELS_DIRS" not in env
 
 
-def test_detach_options_per_platform() -> None:
-    assert launcher.detach_options("linux") == {"start_new_session": True}
-    assert launcher.detach_options("darwin") == {"start_new_session": True}
-    flags = launcher.detach_options("win32")["creationflags"]
-    assert flags & 0x8 and flags & 0x08000000  # DETACHED_PROCESS | CREATE_NO_WINDOW
-
-
 def test_launch_daemon_logs_to_the_log_folder(tmp_path: Path) -> None:
     settings = load_settings({"home": str(tmp_path)}, env={})
     popen = Recorder(result="proc")

@@ -1,10 +1,10 @@
-"""Forwarding /v1 requests to a running model: finding its engine, streaming bytes through, rewriting `model`.
+"""Forwarding a /v1 request to a running model: bytes through, the answer streamed back, `model` rewritten.
 
 Xinference's llama.cpp engine keeps generating after its HTTP client disconnects (its callback into
-xllamacpp never asks to stop), so for models of the embedded Xinference we talk to the llama-server that
-xllamacpp runs inside the model process, on the port and with the key the manager gave it at launch:
-llama-server stops a generation as soon as its connection closes. A remote Xinference (cluster) is
-reached through its own REST API instead.
+xllamacpp never asks to stop), so for models of the embedded Xinference the manager hands out the
+llama-server that xllamacpp runs inside the model process, on the port and with the key it gave it at
+launch: llama-server stops a generation as soon as its connection closes. A remote Xinference (cluster)
+is reached through its own REST API instead.
 """
 
 from __future__ import annotations
@@ -13,16 +13,17 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 import httpx
 from fastapi import Request, Response
 
-from ..errors import BadRequest, QwendeskError
+from ..errors import BadRequest, EngineError, QwendeskError
+from ..lifecycle.manager import Endpoint, ModelManager, Service
 from ..xinference.client import clean_detail, error_for
 
 log = logging.getLogger(__name__)
@@ -30,19 +31,10 @@ T = TypeVar("T")
 
 # No read timeout: a stream may pause while a long prompt is evaluated.
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
-PROBE_TIMEOUT = 2.0
+CLIENT_CLOSED = 499  # nginx's convention: the client went away before the answer
 # The top-level `model` key of an OpenAI JSON object. A key written inside a JSON string value is
 # escaped (`\"model\":`), so this never matches generated text.
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"(?:[^"\\]|\\.)*"')
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where one request goes: `base` + the /v1 path, with these headers."""
-
-    base: str
-    headers: dict[str, str]
-    direct: bool  # True: xllamacpp's llama-server itself; False: Xinference's REST API
 
 
 def new_http_client() -> httpx.AsyncClient:
@@ -123,6 +115,70 @@ class StreamedProxyResponse(Response):
             await send({"type": "http.response.body", "body": event, "more_body": True})
 
 
+# ---- forwarding ------------------------------------------------------------------------------------
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object, which must name a `model`."""
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest(f"The request body is not valid JSON ({exc}).") from exc
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise BadRequest("The request needs a `model`: one of the ids GET /v1/models lists.")
+    return body
+
+
+async def forward(request: Request, path: str, service: Service) -> Response:
+    """Start the model if needed, send the request to its engine, and relay the answer."""
+    raw = await request.body()
+    body = parse_body(raw)
+    manager: ModelManager = request.app.state.manager
+    http: httpx.AsyncClient = request.app.state.openai_http
+    stack = AsyncExitStack()
+    try:
+        # The model stays busy (never idle-stopped) until the answer has been relayed.
+        # Not raced against a disconnect: a half-cancelled start would leave the model in limbo.
+        endpoint = await stack.enter_async_context(manager.using(body["model"], service, path))
+        # llama-server ignores `model`: send the client's bytes unchanged. Xinference needs its uid.
+        content = (
+            raw if endpoint.send_as is None else json.dumps({**body, "model": endpoint.send_as}).encode()
+        )
+        upstream = await _send(request, http, endpoint, path, content)
+        if upstream is None:
+            await stack.aclose()
+            return Response(status_code=CLIENT_CLOSED)
+        stack.push_async_callback(upstream.aclose)
+        rewriter = ModelRewriter(endpoint.name)
+        if upstream.status_code >= 400:
+            raise upstream_error(upstream.status_code, await upstream.aread(), endpoint.name, path)
+        if "text/event-stream" in upstream.headers.get("content-type", ""):
+            return StreamedProxyResponse(upstream, stack, rewriter)  # it closes the stack when done
+        data = await upstream.aread()
+        await stack.aclose()
+        return Response(rewriter(data), status_code=upstream.status_code, media_type="application/json")
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _send(
+    request: Request, http: httpx.AsyncClient, endpoint: Endpoint, path: str, content: bytes
+) -> httpx.Response | None:
+    """POST to the engine and return once its headers arrive (None if the client left first)."""
+    headers = {**endpoint.headers, "content-type": "application/json", "accept-encoding": "identity"}
+    upstream_request = http.build_request("POST", endpoint.url + path, content=content, headers=headers)
+    started = time.monotonic()
+    try:
+        return await until_disconnect(request, http.send(upstream_request, stream=True))
+    except httpx.HTTPError as exc:
+        raise EngineError(
+            f"The engine of {endpoint.name} did not answer ({type(exc).__name__} after "
+            f"{time.monotonic() - started:.1f} s). It may have crashed; check `qwendesk status` and try again."
+        ) from exc
+
+
 # ---- helpers for the routes ------------------------------------------------------------------------
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
     """Await `work`, or cancel it and return None if the client disconnects first."""
@@ -145,12 +201,12 @@ async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
 
 
 def upstream_error(status: int, body: bytes, model: str, path: str) -> QwendeskError:
-    """An engine's error response as the matching QwendeskError, keeping its status and message."""
+    """An engine's error response as the matching QwendeskError, keeping its message."""
     message = clean_detail(body)
     if status == 501 and path.endswith("/embeddings"):
         return BadRequest(
             f"{model} does not serve embeddings: it runs as a chat model. Use an embedding model for /v1/embeddings."
         )
-    error = error_for(status, f"{model}: {message}")
-    error.status = status
-    return error
+    if status >= 500:
+        return EngineError(f"{model}: {message}")
+    return error_for(status, f"{model}: {message}")

@@ -14,16 +14,15 @@ import httpx
 import psutil
 import pytest
 
-from qwendesk.daemon.xinference import embedded as supervisor_embedded
-from qwendesk.daemon.xinference import process_tree
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import SupervisorError
 from qwendesk.daemon.ports import free_port
-from qwendesk.daemon.xinference import RemoteXinference, make_supervisor
+from qwendesk.daemon.xinference import RemoteXinference, make_supervisor, process_tree
+from qwendesk.daemon.xinference import embedded as supervisor_embedded
 from qwendesk.daemon.xinference.base import backoff_delay
+from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor, build_env, find_executable, rotate_log
 from qwendesk.daemon.xinference.engine_log import explain_log_file, explain_log_text
 from qwendesk.daemon.xinference.remote import parse_remote_key
-from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor, build_env, find_executable, rotate_log
 
 # Real lines from this machine's supervisor log when launching broken GGUFs.
 TRUNCATED_LOG = """\

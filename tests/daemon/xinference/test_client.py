@@ -15,7 +15,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from qwendesk.daemon.xinference import process_tree
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import (
     BadRequest,
@@ -26,11 +25,17 @@ from qwendesk.daemon.errors import (
     SupervisorError,
     Unauthorized,
 )
-from qwendesk.daemon.xinference import RemoteXinference, make_supervisor
 from qwendesk.daemon.ports import free_port
-from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor
-from qwendesk.daemon.xinference.client import XinferenceClient, clean_detail, error_for, launch_failure_message
+from qwendesk.daemon.xinference import RemoteXinference, make_supervisor, process_tree
 from qwendesk.daemon.xinference.auth import ensure_auth, load_credentials
+from qwendesk.daemon.xinference.client import (
+    XinferenceClient,
+    clean_detail,
+    error_for,
+    launch_failure_message,
+)
+from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor
+from tests.daemon.xinference.probe import registrations, running
 
 E2E = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
 
@@ -134,9 +139,9 @@ class FakeXinference:
 async def test_register_replaces_and_relogs_in() -> None:
     fake = FakeXinference()
     client = XinferenceClient("http://x", credentials=("u", "p"), transport=httpx.MockTransport(fake))
-    await client.register_llm(smol_spec("m", Path("/a"), "f.gguf"))
+    await client.register("LLM", smol_spec("m", Path("/a"), "f.gguf"))
     fake.valid_jwt = "jwt-2"  # the server restarted: our token is no longer valid
-    await client.register_llm(smol_spec("m", Path("/b"), "f.gguf"))
+    await client.register("LLM", smol_spec("m", Path("/b"), "f.gguf"))
     assert fake.registered == {"m": "/b"}
     assert fake.logins == 2
     with pytest.raises(ModelLoadError, match="truncated"):
@@ -150,7 +155,7 @@ async def test_connection_failure_is_supervisor_error() -> None:
     client = XinferenceClient(f"http://127.0.0.1:{free_port()}", api_key="xf-x")
     assert not await client.alive()
     with pytest.raises(SupervisorError, match="Cannot reach Xinference"):
-        await client.running()
+        await client.request("GET", "/v1/models")
     await client.aclose()
 
 
@@ -196,9 +201,9 @@ async def test_truncated_gguf_reports_real_cause(
     bad = tmp_path / "broken.gguf"
     with smollm2_gguf.open("rb") as src:
         bad.write_bytes(src.read(smollm2_gguf.stat().st_size // 3))
-    await client.register_llm(smol_spec("broken", tmp_path, bad.name))
-    await client.register_llm(smol_spec("broken", tmp_path, bad.name))  # same name again: replaced
-    assert "broken" in await client.registrations()
+    await client.register("LLM", smol_spec("broken", tmp_path, bad.name))
+    await client.register("LLM", smol_spec("broken", tmp_path, bad.name))  # same name again: replaced
+    assert "broken" in await registrations(client)
     offset = embedded.log_offset()
     with pytest.raises(ModelLoadError) as info:
         await client.launch(
@@ -212,9 +217,9 @@ async def test_truncated_gguf_reports_real_cause(
     message = info.value.message
     assert "not within the file bounds" in message, message
     assert "Failed to init server" not in message
-    assert "broken-1" not in await client.running()
-    await client.unregister_llm("broken")
-    assert "broken" not in await client.registrations()
+    assert "broken-1" not in await running(client)
+    await client.unregister("LLM", "broken")
+    assert "broken" not in await registrations(client)
 
 
 # ---- e2e: remote mode against a real two-process cluster ----------------------------------------
@@ -319,7 +324,7 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
     )
     await keyed.start()
     with pytest.raises(Forbidden, match="username:password"):
-        await keyed.client.register_llm(smol_spec("nope", tmp_path, "x.gguf"))
+        await keyed.client.register("LLM", smol_spec("nope", tmp_path, "x.gguf"))
     await keyed.stop()
 
     settings = load_settings(
@@ -335,7 +340,7 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
     folder = tmp_path / "models"
     folder.mkdir()
     shutil.copy(smollm2_gguf, folder / smollm2_gguf.name)
-    await client.register_llm(smol_spec("smol-remote", folder, smollm2_gguf.name))
+    await client.register("LLM", smol_spec("smol-remote", folder, smollm2_gguf.name))
     uid = await client.launch(
         "smol-remote",
         "smol-remote-1",
@@ -347,7 +352,7 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
         n_parallel=1,
     )
     try:
-        assert uid in await client.running()
+        assert uid in await running(client)
         async with httpx.AsyncClient(base_url=endpoint, timeout=120) as raw:
             resp = await raw.post(
                 "/v1/chat/completions",
@@ -359,7 +364,7 @@ async def test_remote_cluster_serves_a_model(cluster: dict, smollm2_gguf: Path, 
     finally:
         await client.terminate(uid)
         await client.terminate(uid)  # already gone: not an error
-        await client.unregister_llm("smol-remote")
+        await client.unregister("LLM", "smol-remote")
     # A remote launch failure says where the reason is.
     assert "remote Xinference" in remote.explain_failure(0)
     await remote.stop()

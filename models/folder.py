@@ -1,28 +1,27 @@
-"""The models folders -> named models, and the Xinference registration JSON for each (no Xinference calls).
+"""Models on disk: the models folders scanned into named models, each with its files, header and kind.
 
 Layout: `*.gguf` files directly in a models folder or in one sub-folder level (`<folder>/<repo>/x.gguf`,
 as hub downloads are usually kept); deeper files, hidden files/folders and partial downloads are
 ignored. Split files (`<base>-00001-of-00003.gguf`) form one model; vision projectors (mmproj) are
-paired with their model and never listed on their own. The manager calls `scan`, diffs, registers.
+paired with their model and never listed on their own.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
+import stat
 import time
 import unicodedata
-from dataclasses import dataclass, field
-from functools import lru_cache
+import zlib
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from qwendesk.models.errors import ModelFileError
-from qwendesk.models.families import Registration, registration_for
-from qwendesk.models.gguf_info import GGUFInfo, read_gguf
-
-from .errors import BadRequest, NotFound
+from .errors import BadRequest, Conflict, ModelFileError, NotFound
+from .families import Registration, registration_for
+from .files import atomic_output, ensure_free_space
+from .gguf_info import GGUFInfo, read_gguf
 
 PENDING_SECONDS = 10.0  # a truncated file touched this recently is still being copied
 SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -98,8 +97,11 @@ class ModelFiles:
 
 
 # ---- names ---------------------------------------------------------------------------------------
-def model_name_for(path: str | Path) -> str:
-    """Deterministic, URL-safe, lower-case name from a file name (no `.gguf`, no split suffix)."""
+def model_name_for(path: str | Path, reserved: Collection[str] = ()) -> str:
+    """Deterministic, URL-safe, lower-case name from a file name (no `.gguf`, no split suffix).
+
+    A name in `reserved` (e.g. one the supervisor has built in) gets a `-gguf` suffix.
+    """
     stem = Path(path).name
     split = SPLIT_RE.match(stem)
     stem = split["base"] if split else re.sub(r"\.gguf$", "", stem, flags=re.IGNORECASE)
@@ -107,36 +109,11 @@ def model_name_for(path: str | Path) -> str:
     name = _NAME_BAD.sub("-", ascii_).strip("-._")
     name = re.sub(r"-{2,}", "-", name)
     if not name:  # e.g. an all-Chinese file name: stable, still unique per file name
-        name = "model-" + format(abs(hash_text(stem)), "x")[:8]
-    if name in reserved_names():
+        # crc32, not hash(): str hashes are salted per process and the name must stay the same
+        name = "model-" + format(zlib.crc32(stem.encode("utf-8")), "x")[:8]
+    if name in reserved:
         name += "-gguf"
     return name
-
-
-def hash_text(text: str) -> int:
-    """A hash that is stable across runs (str hash() is salted per process)."""
-    import zlib
-
-    return zlib.crc32(text.encode("utf-8"))
-
-
-@lru_cache(maxsize=1)
-def reserved_names() -> frozenset[str]:
-    """Xinference's built-in LLM and embedding names: registering one of them again is refused (400)."""
-    spec = importlib.util.find_spec("xinference")  # locates the package without importing it
-    if not spec or not spec.submodule_search_locations:
-        return frozenset()
-    names = set()
-    root = Path(next(iter(spec.submodule_search_locations))) / "model"
-    for f in [*(root / "llm" / "models").glob("*.json"), *(root / "embedding" / "models").glob("*.json")]:
-        try:
-            data = json.loads(f.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        for obj in data if isinstance(data, list) else [data]:
-            if isinstance(obj, dict) and isinstance(obj.get("model_name"), str):
-                names.add(obj["model_name"].lower())
-    return frozenset(names)
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -306,8 +283,6 @@ def _build(group, roots: list[Path], now: float) -> ModelFiles | Path:
 
 def _merge_shards(infos: list[GGUFInfo]) -> GGUFInfo:
     """The first shard's metadata with parameter and byte totals over all shards."""
-    from dataclasses import replace
-
     first = infos[0]
     params = sum(i.parameter_count for i in infos)
     return replace(
@@ -327,7 +302,9 @@ def _register(model: ModelFiles) -> None:
         model.error = exc.message
 
 
-def scan(folders: list[Path], *, now: float | None = None) -> dict[str, ModelFiles]:
+def scan(
+    folders: list[Path], *, reserved: Collection[str] = (), now: float | None = None
+) -> dict[str, ModelFiles]:
     """Every model in `folders`, by unique name; bad files are entries with `error` (or `pending`)."""
     now = time.time() if now is None else now
     roots = [Path(f).resolve() for f in folders]
@@ -340,7 +317,7 @@ def scan(folders: list[Path], *, now: float | None = None) -> dict[str, ModelFil
     _pair_projectors(models, projectors)
     result: dict[str, ModelFiles] = {}
     for m in models:  # already in folder order, then path order: collisions resolve the same way each scan
-        base = model_name_for(m.file)
+        base = model_name_for(m.file, reserved)
         name, n = base, 2
         while name in result:
             name, n = f"{base}-{n}", n + 1
@@ -350,112 +327,42 @@ def scan(folders: list[Path], *, now: float | None = None) -> dict[str, ModelFil
     return result
 
 
-# ---- Xinference registration ---------------------------------------------------------------------
-def size_in_billions(info: GGUFInfo) -> int | str:
-    """Xinference's size field: an int, or an underscore string like "0_5" (a float is refused)."""
-    billions = info.parameter_count / 1e9
-    if billions >= 10:
-        return round(billions)
-    text = f"{billions:.3g}" if billions >= 0.001 else f"{billions:.6f}".rstrip("0")
-    if "e" in text:
-        text = f"{billions:.6f}".rstrip("0")
-    if "." not in text:
-        return int(text)
-    whole, frac = text.split(".")
-    return f"{whole}_{frac}" if frac.strip("0") else int(whole)
+# ---- adding a file -------------------------------------------------------------------------------
+def add_file(source: Path, folder: Path) -> Path:
+    """Copy a GGUF into `folder` (via a `.part` name, so a watcher sees it once, whole); returns the new path.
+
+    The source must be a regular file that is a valid GGUF before anything is written: a link named
+    `*.gguf` that points at a secret or at /proc is refused, never copied.
+    """
+    if not source.is_absolute():
+        raise BadRequest(f"Give an absolute path (got '{source}').")
+    if source.suffix.lower() != ".gguf":
+        raise BadRequest(f"{source.name} is not a .gguf file.")
+    try:
+        st = source.stat()
+    except OSError:
+        raise NotFound(f"No file at {source}.") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadRequest(f"{source} is not a regular file.")
+    read_gguf(source)  # raises ModelFileError for anything that is not a model
+    target = folder / source.name
+    if target.exists():
+        raise Conflict(f"{target.name} is already in {folder}.")
+    ensure_free_space(folder, st.st_size, f"adding {source.name}")
+    with atomic_output(target) as part:
+        _copy_exactly(source, part, st.st_size)
+    return target
 
 
-def _escape(template: str) -> str:
-    """Xinference calls str.format on file templates: braces in file names must be doubled."""
-    return template.replace("{", "{{").replace("}", "}}")
-
-
-def _part(path: Path) -> str:
-    m = SPLIT_RE.match(path.name)
-    assert m is not None
-    return f"{m['no']}-of-{m['count']}"
-
-
-def model_type(model: ModelFiles) -> str:
-    """Xinference's model type for a registrable model: "embedding" or "LLM" (its URL spelling)."""
-    reg = model.registration
-    return "embedding" if reg is not None and reg.kind == "embedding" else "LLM"
-
-
-def _file_spec(model: ModelFiles, info: GGUFInfo) -> dict[str, Any]:
-    """The model_specs entry both kinds share: format, quantization, file name(s), folder."""
-    spec: dict[str, Any] = {
-        "model_format": "ggufv2",
-        "quantization": info.quantization,
-        "model_file_name_template": _escape(model.file.name),
-        "model_uri": str(model.folder),
-    }
-    if len(model.files) > 1:
-        base = SPLIT_RE.match(model.file.name)
-        assert base is not None  # grouped by SPLIT_RE
-        suffix = model.file.name.rsplit(".", 1)[1]
-        spec["model_file_name_split_template"] = f"{_escape(base['base'])}-{{part}}.{suffix}"
-        spec["quantization_parts"] = {info.quantization: [_part(f) for f in model.files]}
-    return spec
-
-
-def registration_spec(model: ModelFiles) -> dict[str, Any]:
-    """The custom-model JSON for POST /v1/model_registrations/{model_type(model)} (notes/xinference.md §1)."""
-    if not model.ok or model.info is None or model.registration is None:
-        raise ModelFileError(
-            f"Model '{model.name}' cannot be registered: {model.error or 'still being copied'}"
-        )
-    reg, info = model.registration, model.info
-    if reg.kind == "embedding":
-        return _embedding_spec(model, info, reg)
-    spec = {"model_size_in_billions": size_in_billions(info), **_file_spec(model, info)}
-    if model.mmproj:
-        spec["multimodal_projectors"] = [model.mmproj.name]
-    family: dict[str, Any] = {
-        "version": 2,
-        "model_name": model.name,
-        "model_lang": ["en", "zh"],
-        "model_ability": list(reg.abilities),
-        "model_family": reg.model_family,
-        "context_length": reg.context_length,
-        "model_description": f"{info.name or model.file.name} ({info.size_label or '?'}, {info.quantization})",
-        "model_specs": [spec],
-    }
-    if reg.chat_template is not None:  # always explicit for chat models: see families.py
-        family["chat_template"] = reg.chat_template
-    return family
-
-
-def _embedding_spec(model: ModelFiles, info: GGUFInfo, reg: Registration) -> dict[str, Any]:
-    """A custom embedding model (`xinference/model/embedding/core.py` EmbeddingModelFamilyV2)."""
-    return {
-        "version": 2,
-        "model_name": model.name,
-        "dimensions": reg.dimensions,
-        "max_tokens": reg.context_length,
-        "language": ["en", "zh"],
-        "model_description": f"{info.name or model.file.name} ({info.size_label or '?'}, {info.quantization})",
-        "model_specs": [_file_spec(model, info)],
-    }
-
-
-def embedding_launch_kwargs(model: ModelFiles, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs` fitted to an embedding model: one input is embedded in a single llama.cpp batch, so each
-    slot's context is capped at the trained one and the batch sizes match it (else long inputs fail)."""
-    slots = kwargs["n_parallel"]
-    per_slot = kwargs["n_ctx"] // slots
-    if model.info is not None and model.info.context_length:
-        per_slot = min(per_slot, model.info.context_length)
-    return {**kwargs, "n_ctx": per_slot * slots, "n_batch": per_slot, "n_ubatch": per_slot}
-
-
-def launch_kwargs_for_files(model: ModelFiles) -> dict[str, Any]:
-    """Launch arguments that depend on the files (the lead adds n_ctx, n_parallel, …)."""
-    kwargs: dict[str, Any] = {"model_format": "ggufv2", "quantization": model.quantization}
-    reg = model.registration
-    if reg is not None and reg.kind == "embedding":
-        kwargs["pooling_type"] = reg.pooling_type  # Xinference's embedder would force `last`
-        return kwargs  # its engine takes no projector
-    if model.mmproj:
-        kwargs["multimodal_projector"] = str(model.mmproj.resolve())
-    return kwargs
+def _copy_exactly(source: Path, dest: Path, size: int) -> None:
+    """Copy `size` bytes and refuse a source that is shorter or longer (it changed while we copied)."""
+    with source.open("rb") as src, dest.open("xb") as dst:
+        left = size
+        while left:
+            chunk = src.read(min(left, 8 * 2**20))
+            if not chunk:
+                break
+            dst.write(chunk)
+            left -= len(chunk)
+        if left or src.read(1):
+            raise Conflict(f"{source.name} changed while it was being copied; try again once it is complete.")

@@ -1,0 +1,373 @@
+"""The model table and each model's lifecycle: available -> starting -> running -> stopping, in Xinference."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Literal
+
+from qwendesk.models.folder import ModelFiles
+
+from ..accelerator import Accelerator, memory_snapshot
+from ..config import Settings
+from ..errors import BadRequest, Conflict, NotEnoughMemory, NotFound, QwendeskError
+from ..events import EventBus
+from ..schemas import ModelState, ModelView, StartRequest
+from ..xinference import Supervisor
+from ..xinference.registration import model_type, registration_spec
+from .entry import ModelEntry
+from .folders import FolderSync
+from .keepalive import KeepAlive
+from .launch import LaunchPlan, launch_plan
+
+log = logging.getLogger(__name__)
+
+GiB = 2**30
+# What a /v1 route asks a model to do; each kind of model serves one of them.
+Service = Literal["chat", "embeddings"]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where one request for a running model goes: `url` + the /v1 path, with these headers."""
+
+    name: str  # qwendesk's name for the model: responses are rewritten to say it
+    url: str
+    headers: dict[str, str]
+    send_as: str | None  # the model id the upstream needs in the body; None: send the body as it came
+
+
+class ModelManager:
+    """Owns the model table; every state change is published on the event bus."""
+
+    def __init__(self, settings: Settings, supervisor: Supervisor, accel: Accelerator, events: EventBus):
+        self.settings = settings
+        self.supervisor = supervisor
+        self.accel = accel
+        self.events = events
+        self.models: dict[str, ModelEntry] = {}
+        self.last_activity = time.monotonic()
+        self.folders = FolderSync(self)
+        self.keep_alive = KeepAlive(self)
+        self._registered: dict[str, str] = {}  # name -> Xinference model type it is registered as
+        self._tasks: set[asyncio.Task[Any]] = set()
+        supervisor.on_state_change = self._on_supervisor_state
+        supervisor.on_restarted = self._on_supervisor_restarted
+
+    # ---- start-up and shut-down ----------------------------------------------------------------
+    async def start_up(self) -> None:
+        """Scan and watch the folders, start the keep-alive, and connect Xinference now if asked to."""
+        await self.folders.start()
+        if self.settings.supervisor_start == "eager" or self.supervisor.mode == "remote":
+            self.spawn(self.ensure_supervisor(), "supervisor start")
+        self.spawn(self.keep_alive.run(), "keep-alive")
+
+    async def shut_down(self) -> None:
+        """Stop watching, stop every model and the embedded Xinference."""
+        self.folders.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.supervisor.mode == "remote" and self.supervisor.client is not None:
+            for entry in self.models.values():
+                if entry.uid and entry.state in (ModelState.RUNNING, ModelState.STARTING):
+                    with suppress(QwendeskError):
+                        await self.supervisor.client.terminate(entry.uid)
+        await self.supervisor.stop()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        """Run `coro` in the background; its failure is logged, never lost (cancelled at shut-down)."""
+        task = asyncio.get_running_loop().create_task(coro, name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if not isinstance(exc, QwendeskError):
+                log.error("%s failed", task.get_name(), exc_info=exc)
+
+    # ---- what the folders hold -------------------------------------------------------------------
+    async def apply_scan(self, found: dict[str, ModelFiles]) -> None:
+        """Reconcile the table with a scan: add new models, re-register changed ones, forget removed ones."""
+        removed = [name for name in self.models if name not in found]
+        for name in removed:
+            await self._forget(self.models[name])
+        changed = bool(removed)
+        for name, files in found.items():
+            entry = self.models.get(name)
+            if entry is None:
+                self.models[name] = ModelEntry(files)
+                log.info("found model %s (%s)", name, files.error or "ok")
+                changed = True
+            elif entry.files.fingerprint() != files.fingerprint():
+                await self._replace_files(entry, files)
+                changed = True
+        if changed:
+            self.events.publish("snapshot", self.snapshot())
+        if self.supervisor.client is not None:
+            await self._register_all()
+
+    async def _forget(self, entry: ModelEntry) -> None:
+        """The file is gone: stop the model if it runs, unregister it, drop it."""
+        log.info("model %s was removed from the folder", entry.name)
+        async with entry.lock:
+            await self._terminate(entry)
+            await self._unregister(entry.name)
+        self.models.pop(entry.name, None)
+
+    async def _replace_files(self, entry: ModelEntry, files: ModelFiles) -> None:
+        """The file changed on disk: stop what runs from the old bytes and register the new ones."""
+        async with entry.lock:
+            await self._terminate(entry)
+            await self._unregister(entry.name)
+            entry.files, entry.error = files, None
+            entry.state = ModelState.AVAILABLE
+
+    # ---- Xinference ----------------------------------------------------------------------------
+    async def ensure_supervisor(self) -> None:
+        """Start (or connect to) Xinference and register every usable model with it."""
+        if self.supervisor.client is None:
+            self._registered.clear()
+        await self.supervisor.start()
+        await self._register_all()
+
+    async def stop_supervisor(self) -> None:
+        await self.supervisor.stop()
+        self._registered.clear()
+
+    async def _register_all(self) -> None:
+        for entry in list(self.models.values()):
+            if entry.files.ok:
+                with suppress(QwendeskError):
+                    await self._register(entry)
+
+    async def _register(self, entry: ModelEntry) -> None:
+        client = self.supervisor.client
+        if entry.name in self._registered or client is None:
+            return
+        kind = model_type(entry.files)
+        await client.register(kind, registration_spec(entry.files))
+        self._registered[entry.name] = kind
+
+    async def _unregister(self, name: str) -> None:
+        kind = self._registered.pop(name, None)
+        if kind and self.supervisor.client is not None:
+            with suppress(QwendeskError):
+                await self.supervisor.client.unregister(kind, name)
+
+    async def _terminate(self, entry: ModelEntry) -> None:
+        """Stop the model in Xinference if it runs (caller holds entry.lock)."""
+        if entry.uid and self.supervisor.client is not None:
+            self._set(entry, ModelState.STOPPING)
+            with suppress(QwendeskError):
+                await self.supervisor.client.terminate(entry.uid)
+        entry.uid, entry.n_ctx, entry.on_demand = None, None, False
+        self._set(entry, ModelState.AVAILABLE)
+
+    async def _on_supervisor_restarted(self) -> None:
+        """Xinference came back after a crash: register again and relaunch what was running."""
+        self._registered.clear()
+        await self._register_all()
+        for entry in list(self.models.values()):
+            if entry.relaunch:
+                self.spawn(self._relaunch(entry), f"relaunch {entry.name}")
+
+    async def _relaunch(self, entry: ModelEntry) -> None:
+        entry.relaunch = False
+        with suppress(QwendeskError):
+            await self._start(entry, entry.options, entry.on_demand)
+
+    def _on_supervisor_state(self) -> None:
+        """Models lose their engine when Xinference dies: they are starting again, or in error if it gave up."""
+        self.events.publish("status", self.status())
+        state = self.supervisor.state
+        for entry in self.models.values():
+            if state == "restarting" and entry.state == ModelState.RUNNING:
+                entry.uid, entry.relaunch = None, True
+                self._set(entry, ModelState.STARTING)
+            elif state == "failed" and entry.state in (ModelState.RUNNING, ModelState.STARTING):
+                entry.uid, entry.relaunch = None, False
+                self._set(entry, ModelState.ERROR, self.supervisor.view().error)
+
+    # ---- queries ---------------------------------------------------------------------------------
+    def find(self, model_id: str) -> ModelEntry:
+        """A model by name, by file name (with or without .gguf), or by path of its file."""
+        if model_id in self.models:
+            return self.models[model_id]
+        wanted = model_id.lower()
+        for entry in self.models.values():
+            first = entry.files.files[0] if entry.files.files else Path()
+            if wanted in (first.name.lower(), first.stem.lower(), str(first).lower()):
+                return entry
+        raise NotFound(f"No model named '{model_id}'. `qwendesk models` lists what is available.")
+
+    def views(self) -> list[ModelView]:
+        return [self.models[name].view() for name in sorted(self.models)]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"models": [v.model_dump(mode="json") for v in self.views()], "status": self.status()}
+
+    def status(self) -> dict[str, Any]:
+        running = sum(1 for e in self.models.values() if e.state == ModelState.RUNNING)
+        return {
+            "version": version("qwendesk"),
+            "supervisor": self.supervisor.view().model_dump(mode="json"),
+            "accelerator": self.accel.as_dict(),
+            "memory": memory_snapshot(),
+            "models": len(self.models),
+            "running": running,
+            "models_dirs": [str(p) for p in self.settings.model_folders],
+            "keep_alive": self.settings.keep_alive,
+        }
+
+    # ---- start / stop ----------------------------------------------------------------------------
+    async def start(
+        self, name: str, options: StartRequest | None = None, *, wait: bool = True, on_demand: bool = False
+    ) -> ModelView:
+        """Start a model in Xinference; with wait=False return at once while it loads."""
+        entry = self.find(name)
+        options = options or StartRequest()
+        if not wait:
+            if entry.state not in (ModelState.RUNNING, ModelState.STARTING):
+                self._check_startable(entry)
+                self._set(entry, ModelState.STARTING)
+                self.spawn(self._start_quietly(entry, options, on_demand), f"start {name}")
+            return entry.view()
+        await self._start(entry, options, on_demand)
+        return entry.view()
+
+    async def _start_quietly(self, entry: ModelEntry, options: StartRequest, on_demand: bool) -> None:
+        with suppress(QwendeskError):  # the failure is the entry's state and message
+            await self._start(entry, options, on_demand)
+
+    async def _start(self, entry: ModelEntry, options: StartRequest, on_demand: bool) -> None:
+        async with entry.lock:
+            if entry.state == ModelState.RUNNING and entry.uid:
+                return
+            self._check_startable(entry)
+            plan = launch_plan(
+                self.settings, self.accel, entry.files, options, direct=self.supervisor.mode == "embedded"
+            )
+            if self.supervisor.mode == "embedded":
+                self._check_memory(entry, plan)
+            self._set(entry, ModelState.STARTING)
+            try:
+                entry.uid = await self._launch(entry, plan)
+            except QwendeskError as exc:
+                entry.uid = None
+                self._set(entry, ModelState.ERROR, exc.message)
+                raise
+            except Exception as exc:  # keep the daemon alive whatever Xinference does
+                entry.uid = None
+                message = f"Starting {entry.name} failed unexpectedly: {exc}. See {self.settings.log_dir}."
+                self._set(entry, ModelState.ERROR, message)
+                raise QwendeskError(message) from exc
+            entry.options, entry.on_demand, entry.n_ctx = options, on_demand, plan.n_ctx
+            entry.engine, entry.last_used = plan.engine, time.monotonic()
+            self._set(entry, ModelState.RUNNING)
+
+    async def _launch(self, entry: ModelEntry, plan: LaunchPlan) -> str:
+        """Register the model if needed and launch it in Xinference; returns its uid."""
+        await self.ensure_supervisor()
+        client = self.supervisor.client
+        assert client is not None
+        await self._register(entry)
+        offset = self.supervisor.log_offset()
+        return await client.launch(
+            entry.name,
+            entry.name,
+            model_size=plan.model_size,
+            quantization=plan.quantization,
+            explain=lambda: self.supervisor.explain_failure(offset),
+            model_type=plan.model_type,
+            **plan.engine_kwargs,
+        )
+
+    def _check_startable(self, entry: ModelEntry) -> None:
+        if entry.files.pending:
+            raise Conflict(f"{entry.name} is still being copied; start it once the copy has finished.")
+        if not entry.files.ok:
+            raise Conflict(f"{entry.name} cannot start: {entry.files.error or 'its file could not be read'}")
+
+    def _check_memory(self, entry: ModelEntry, plan: LaunchPlan) -> None:
+        """Refuse a start whose weights plus KV cache cannot fit in the memory available now."""
+        need, kv = plan.memory_needed(entry.files)
+        available = memory_snapshot()["available_bytes"]
+        if need > available:
+            weights, runtime = entry.files.size_bytes, need - entry.files.size_bytes - kv
+            raise NotEnoughMemory(
+                f"{entry.name} needs about {need / GiB:.1f} GiB (weights {weights / GiB:.1f} GiB"
+                f" + KV cache for {plan.total_ctx} tokens {kv / GiB:.1f} GiB + runtime {runtime / GiB:.1f} GiB)"
+                f" but only {available / GiB:.1f} GiB is available. Stop other models or programs, or start it"
+                " with a smaller context (n_ctx)."
+            )
+
+    async def stop(self, name: str) -> ModelView:
+        entry = self.find(name)
+        async with entry.lock:
+            if entry.state == ModelState.ERROR and not entry.uid:
+                entry.error = None
+                self._set(entry, ModelState.AVAILABLE)
+            else:
+                await self._terminate(entry)
+        return entry.view()
+
+    def _set(self, entry: ModelEntry, state: ModelState, error: str | None = None) -> None:
+        entry.state, entry.error = state, error
+        if state != ModelState.RUNNING:
+            entry.engine = None  # its llama-server is gone with it
+        self.last_activity = time.monotonic()
+        self.events.publish("model", entry.view().model_dump(mode="json"))
+
+    # ---- use by the /v1 routes -------------------------------------------------------------------
+    def check_serves(self, entry: ModelEntry, service: Service, path: str) -> None:
+        """Refuse, before starting anything, a request the model cannot answer (chat vs embeddings)."""
+        reg = entry.files.registration
+        if reg is None:
+            return  # an unusable file: `using` explains why
+        if service == "embeddings" and reg.kind != "embedding":
+            raise BadRequest(
+                f"{entry.name} does not serve embeddings: it is a chat model. Use an embedding model for "
+                "/v1/embeddings."
+            )
+        if service == "chat" and reg.kind == "embedding":
+            raise BadRequest(
+                f"{entry.name} is an embedding model: it serves /v1/embeddings only. Use a chat model for {path}."
+            )
+
+    @asynccontextmanager
+    async def using(self, model_id: str, service: Service, path: str) -> AsyncIterator[Endpoint]:
+        """Hold a model busy for one request, starting it first if it is stopped and auto-start is on."""
+        entry = self.find(model_id)
+        self.check_serves(entry, service, path)
+        if entry.state != ModelState.RUNNING:
+            if entry.state == ModelState.ERROR or entry.files.error:
+                raise Conflict(f"{entry.name} is in error: {entry.error or entry.files.error}")
+            if not self.settings.auto_start and entry.state != ModelState.STARTING:
+                raise Conflict(f"{entry.name} is not running. Start it with `qwendesk start {entry.name}`.")
+            on_demand = entry.on_demand if entry.state == ModelState.STARTING else True
+            await self._start(entry, entry.options, on_demand)
+        endpoint = await self._endpoint(entry)
+        entry.busy += 1
+        try:
+            yield endpoint
+        finally:
+            entry.busy -= 1
+            entry.last_used = self.last_activity = time.monotonic()
+
+    async def _endpoint(self, entry: ModelEntry) -> Endpoint:
+        """The model's own llama-server when we launched it (stops on disconnect), else Xinference's API."""
+        client = self.supervisor.client
+        if entry.uid is None or client is None:
+            raise Conflict(f"{entry.name} stopped while the request was waiting for it; try again.")
+        if entry.engine is not None:
+            return Endpoint(entry.name, entry.engine.url, entry.engine.headers, send_as=None)
+        return Endpoint(entry.name, client.endpoint, await client.fresh_headers(), send_as=entry.uid)
