@@ -117,7 +117,7 @@ _waited = 0.0  # seconds spent waiting for a quiet machine in this run (one budg
 def background_load(samples: int = 6, every: float = 0.05) -> float:
     """Runnable tasks other than this sampler right now (/proc/stat procs_running), averaged.
 
-    The 1-minute load average lags by a minute; teammates' test bursts on a 2-core machine need a gate
+    The 1-minute load average lags by a minute; other jobs' bursts on a 2-core machine need a gate
     that sees them at once. Between our requests our own engines are idle, so what runs is someone else.
     """
     total = 0

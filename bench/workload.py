@@ -11,45 +11,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-# Words that are single tokens in both SmolLM2's and the synthetic Qwen vocabulary (≈ 1 token per word).
-WORDS = [
-    "the",
-    "of",
-    "and",
-    "to",
-    "in",
-    "is",
-    "you",
-    "that",
-    "it",
-    "for",
-    "are",
-    "with",
-    "this",
-    "be",
-    "on",
-    "not",
-    "have",
-    "hello",
-    "world",
-    "user",
-    "what",
-    "how",
-    "why",
-    "who",
-    "can",
-    "do",
-    "your",
-    "me",
-    "my",
-    "we",
-    "they",
-    "tool",
-    "call",
-    "name",
-    "time",
-    "weather",
-]
+from tests.fixtures.synthetic import WORDS as VOCABULARY_WORDS
+
+# Words that are single tokens in both SmolLM2's and the synthetic Qwen vocabulary (≈ 1 token per word);
+# the chat-template words are left out so prompts never look like a turn marker.
+WORDS = [w for w in VOCABULARY_WORDS if w not in ("assistant", "system", "arguments")]
 
 
 def nonce() -> str:

@@ -34,7 +34,10 @@ def create_app(
         finally:
             await manager.shut_down()
 
-    app = FastAPI(title="qwendesk", lifespan=lifespan, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    # No Swagger UI: FastAPI's loads its script from a CDN into our origin. The schema stays, for tools.
+    app = FastAPI(
+        title="qwendesk", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url="/api/openapi.json"
+    )
     app.state.settings = settings
     app.state.manager = manager
     app.state.shutdown = on_shutdown or (lambda: None)

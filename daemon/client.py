@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+from httpx_sse import EventSource
 
 from .errors import DaemonNotRunning, QwendeskError
 from .schemas import ModelState
@@ -130,24 +130,9 @@ class DaemonClient:
                 if not response.is_success:
                     response.read()
                     self._decode(response)
-                yield from _parse_sse(response.iter_lines())
+                for sse in EventSource(response).iter_sse():
+                    yield sse.event, sse.json() if sse.data else {}
         except httpx.ConnectError as exc:
             raise DaemonNotRunning(
                 f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}"
             ) from exc
-
-
-def _parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Minimal server-sent-events parser: yields (event name, JSON data)."""
-    event, data = "message", []
-    for line in lines:
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith(":"):
-            continue
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())

@@ -1,4 +1,4 @@
-"""Wire shapes of the control API (/api/*), shared by the routes, the CLI and the tray."""
+"""Wire shapes of the control API (/api/*): what the routes answer and the HTTP client hands its callers."""
 
 from __future__ import annotations
 

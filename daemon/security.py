@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -19,6 +20,16 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 # Paths any local caller may reach without the token: liveness and the chat page's static files.
 OPEN_PATHS = ("/health",)
 GUARDED_PREFIXES = ("/api", "/v1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name or an address the daemon listens on) is reachable only from this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def allowed_hosts(settings: Settings) -> set[str]:
@@ -43,7 +54,7 @@ class SecurityMiddleware:
         self.hosts = allowed_hosts(settings)
         self.origins = allowed_origins(settings)
         self.own_origins = {f"http://{n}:{settings.port}" for n in LOOPBACK_NAMES}
-        self.token = settings.token or None
+        self.token = settings.token.encode() if settings.token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -62,7 +73,9 @@ class SecurityMiddleware:
         if self.token and path.startswith(GUARDED_PREFIXES) and path not in OPEN_PATHS:
             given = headers.get("authorization", "")
             scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip(), self.token):
+            # Compared as bytes: compare_digest refuses non-ASCII str, and a header may carry any bytes.
+            given_token = value.strip().encode("latin-1")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, self.token):
                 return await _deny(
                     send, path, 401, "A valid token is required: send 'Authorization: Bearer <token>'."
                 )

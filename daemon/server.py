@@ -19,6 +19,7 @@ from .config import Settings
 from .errors import AlreadyRunning, ConfigError
 from .events import EventBus
 from .lifecycle.manager import ModelManager
+from .security import is_loopback
 from .xinference import make_supervisor
 
 log = logging.getLogger("qwendesk")
@@ -61,6 +62,15 @@ def _check_port(host: str, port: int) -> None:
             raise
 
 
+def _check_exposure(settings: Settings) -> None:
+    """Refuse to listen beyond this machine without a token: the API can start models and read files."""
+    if not is_loopback(settings.host) and not settings.token:
+        raise ConfigError(
+            f"Listening on {settings.host or 'all addresses'} would let any machine on the network use qwendesk. "
+            "Set a token (--token or QWENDESK_TOKEN) that every client must send, or keep --host 127.0.0.1."
+        )
+
+
 def serve(settings: Settings) -> int:
     """Run the daemon in the foreground until SIGTERM/Ctrl-C or POST /api/shutdown."""
     settings.run_dir.mkdir(parents=True, exist_ok=True)
@@ -70,6 +80,7 @@ def serve(settings: Settings) -> int:
     except Timeout:
         raise AlreadyRunning(_already_running_message(settings)) from None
     try:
+        _check_exposure(settings)
         _check_port(settings.host, settings.port)
         log_path = setup_logging(settings)
         accel = accelerator.detect()

@@ -103,7 +103,7 @@ class Release:
 
     @property
     def main_file(self) -> str:
-        """The file the registry and llama.cpp are pointed at (the first shard of a split model)."""
+        """The file the models folder scan and llama.cpp are pointed at (the first shard of a split model)."""
         return self.quant.files[0].file
 
     @property

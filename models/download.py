@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import httpx
 from filelock import FileLock, Timeout
 
-from .catalog import Catalog, HubFile, Release, file_url, load_catalog
+from .catalog import BadCatalog, Catalog, HubFile, Release, file_url, load_catalog
 from .errors import Conflict, DownloadError, QwendeskError
 from .files import PART_SUFFIX, ensure_free_space, human_size
 
@@ -154,6 +154,13 @@ def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
             lock_path.unlink()
 
 
+def _plain(name: str) -> str:
+    """A catalog file name that stays in the models folder: no folders, no `..`, nothing hidden or absolute."""
+    if not name or name != Path(name).name or "\\" in name or name.startswith(".") or ":" in name:
+        raise BadCatalog(f"The catalog names a file {name!r} that is not a plain file name; fix the catalog.")
+    return name
+
+
 class Puller:
     """Downloads a Release's files with resume, checks space and checksums, then moves them into place."""
 
@@ -191,7 +198,9 @@ class Puller:
         repo = release.model.repo(self.source)
         tasks = [
             FileTask(
-                hub=f, url=file_url(repo, f.file, self.source, self.endpoint), dest=self.dest_dir / f.file
+                hub=f,
+                url=file_url(repo, f.file, self.source, self.endpoint),
+                dest=self.dest_dir / _plain(f.file),
             )
             for f in release.files
         ]

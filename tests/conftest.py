@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from qwendesk.daemon.ports import free_port
+
+__all__ = ["free_port"]  # re-exported: tests import it from here
+
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("QWENDESK_TEST_CACHE", Path.home() / ".cache" / "qwendesk-test"))
 ARTIFACTS = Path(os.environ.get("QWENDESK_TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -66,13 +70,6 @@ def artifacts() -> Path:
 
 
 # ---- a real daemon ------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class DaemonProcess:
@@ -145,6 +142,29 @@ class DaemonProcess:
                 return last
             time.sleep(0.25)
         raise AssertionError(f"timed out after {timeout}s waiting for {what}; last={last!r}")
+
+    def engines(self) -> list[tuple[object, int]]:
+        """(process, port) of every llama-server in the daemon's tree: a loopback port that answers
+        llama-server's open /health and refuses its /slots without the key the daemon gave it."""
+        import httpx
+        import psutil
+
+        found = []
+        for proc in self.tree()[1:]:
+            try:
+                ports = {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+            except psutil.Error:
+                continue
+            for port in sorted(ports):
+                base = f"http://127.0.0.1:{port}"
+                try:
+                    health = httpx.get(base + "/health", timeout=2)
+                    slots = httpx.get(base + "/slots", timeout=2)
+                except httpx.HTTPError:
+                    continue
+                if health.status_code == 200 and slots.status_code == 401:
+                    found.append((proc, port))
+        return found
 
     def model(self, name: str) -> dict:
         return next((m for m in self.client.models() if m["name"] == name), {})

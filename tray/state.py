@@ -67,9 +67,7 @@ def apply_event(state: TrayState, event: str, data: Any) -> TrayState:
         )  # pending clicks stay: their requests are still in flight and clear themselves
     if event == "model" and isinstance(data, dict) and data.get("name"):
         others = [m for m in state.models if m.get("name") != data["name"]]
-        if data.get("removed") or data.get("state") == "removed":
-            return replace(state, models=_sorted(others))
-        return replace(state, models=_sorted([*others, data]))
+        return replace(state, models=_sorted([*others, data]))  # removals come as a new snapshot
     if event == "status" and isinstance(data, dict):
         return replace(state, status=dict(data))
     return state  # unknown events (pings, future additions) change nothing

@@ -5,7 +5,6 @@ refused for chat, and unregistered when the file is deleted."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 
 import httpx
@@ -83,8 +82,9 @@ def test_embedding_gguf_is_listed_served_refused_for_chat_and_unregistered(daemo
         assert body["usage"]["prompt_tokens"] > 0
 
         assert daemon.model(name)["state"] == "running"
-        engines = json.loads((daemon.settings.run_dir / "engines.json").read_text())
-        assert name in engines  # served by its own llama-server, on the port and key we gave it
+        # Each running model (this one included) is served by its own llama-server, on our port and key.
+        running = [m for m in daemon.client.models() if m["state"] == "running"]
+        assert name in {m["name"] for m in running} and len(daemon.engines()) == len(running)
         assert name in xinference_registrations(daemon, "embedding")
         assert name not in xinference_registrations(daemon, "LLM")
 

@@ -18,8 +18,8 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from httpx_sse import EventSource
 
-from qwendesk.daemon.client import _parse_sse
 from qwendesk.daemon.config import load_settings
 from qwendesk.daemon.errors import QwendeskError
 from qwendesk.daemon.http_errors import error_response
@@ -88,11 +88,22 @@ def pull_app(publish) -> Iterator[tuple[str, object]]:
         thread.join(timeout=10)
 
 
+def hub_daemon_env(hub_server, folder: Path, name: str, files: dict[str, bytes]) -> dict[str, str]:
+    """A daemon's environment with one release published on the local hub and listed in a catalog file."""
+    catalog = folder / "catalog.json"
+    catalog.write_text(json.dumps({"models": [catalog_entry(hub_server, name, REPO, files)]}))
+    return {
+        "QWENDESK_HUGGINGFACE_ENDPOINT": hub_server.url,
+        "QWENDESK_CATALOG_SOURCE": "huggingface",
+        "QWENDESK_CATALOG_FILE": str(catalog),
+    }
+
+
 def stream_pull(base: str, name: str) -> list[tuple[str, dict]]:
     with httpx.stream("POST", f"{base}/api/pull", json={"name": name}, timeout=60) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
-        return list(_parse_sse(response.iter_lines()))
+        return [(sse.event, sse.json()) for sse in EventSource(response).iter_sse()]
 
 
 def test_pull_streams_progress_then_done(publish, pull_app):
@@ -152,7 +163,7 @@ def test_client_disconnect_stops_the_download_and_a_new_pull_resumes(publish, pu
     part = settings.model_folders[0] / "m.gguf.part"
 
     with httpx.stream("POST", f"{base}/api/pull", json={"name": "qwen-test:1b"}, timeout=60) as response:
-        for kind, data in _parse_sse(response.iter_lines()):
+        for kind, data in ((e.event, e.json()) for e in EventSource(response).iter_sse()):
             if kind == "progress" and data["done"] >= MB:
                 break  # the tray closed the window: leave the stream
 
@@ -179,14 +190,7 @@ def test_client_disconnect_stops_the_download_and_a_new_pull_resumes(publish, pu
 def test_cli_pull_through_the_daemon_ctrl_c_keeps_part_and_rerun_resumes(hub_server, tmp_path):
     """`qwendesk pull` streams the daemon's progress; SIGINT stops it, the daemon keeps the .part, a rerun resumes."""
     content = blob(8 * MB, seed=7)
-    entry = catalog_entry(hub_server, "qwen-test:1b-q4_k_m", REPO, {"m.gguf": content})
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps({"models": [entry]}))
-    env = {
-        "QWENDESK_HUGGINGFACE_ENDPOINT": hub_server.url,
-        "QWENDESK_CATALOG_SOURCE": "huggingface",
-        "QWENDESK_CATALOG_FILE": str(catalog),
-    }
+    env = hub_daemon_env(hub_server, tmp_path, "qwen-test:1b-q4_k_m", {"m.gguf": content})
     proc = DaemonProcess(tmp_path / "home", free_port(), env).start()  # Xinference is never needed here
     part = proc.models_dir / "m.gguf.part"
     hub_server.state.bytes_per_second = 2 * MB
@@ -242,16 +246,11 @@ def _stable(path: Path, quiet: float = 0.5) -> bool:
 def test_pulled_model_is_registered_by_the_daemon_and_chattable(hub_server, smollm2_gguf, tmp_path):
     """Issue item 5: a real daemon pulls from the local hub; the file lands, registers and answers a chat."""
     content = smollm2_gguf.read_bytes()
-    entry = catalog_entry(hub_server, "smol-pull:135m-q4_1", REPO, {"smol-pull-135m-q4_1.gguf": content})
-    catalog = tmp_path / "catalog.json"
-    catalog.write_text(json.dumps({"models": [entry]}))
-    env = {
-        "QWENDESK_HUGGINGFACE_ENDPOINT": hub_server.url,
-        "QWENDESK_CATALOG_SOURCE": "huggingface",
-        "QWENDESK_CATALOG_FILE": str(catalog),
-        "QWENDESK_KEEP_ALIVE": "0",
-        "QWENDESK_SUPERVISOR_TIMEOUT": "300",  # 2 shared cores: Xinference can be slow to answer
-    }
+    env = hub_daemon_env(hub_server, tmp_path, "smol-pull:135m-q4_1", {"smol-pull-135m-q4_1.gguf": content})
+    env.update(
+        QWENDESK_KEEP_ALIVE="0",
+        QWENDESK_SUPERVISOR_TIMEOUT="300",  # 2 shared cores: Xinference can be slow to answer
+    )
     proc = DaemonProcess(tmp_path / "home", free_port(), env).start()
     try:
         events = stream_pull(proc.url, "smol-pull:135m")

@@ -12,7 +12,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from qwendesk.daemon.config import load_settings
-from qwendesk.daemon.security import SecurityMiddleware, allowed_hosts
+from qwendesk.daemon.security import SecurityMiddleware, allowed_hosts, is_loopback
 from tests.conftest import free_port
 
 
@@ -103,3 +103,44 @@ def test_allowed_hosts_include_configured_ones() -> None:
     hosts = allowed_hosts(s)
     assert {"my.box", "my.box:1234", "127.0.0.1:1234", "localhost"} <= hosts
     assert "evil.example" not in hosts
+
+
+def test_a_non_ascii_token_is_refused_not_a_crash(token_server: str) -> None:
+    for value in ("Bearer tökén", "Bearer t0ken\u00e9", "Bearer \u6c49\u5b57"):
+        r = httpx.get(token_server + "/api/thing", headers={"Authorization": value.encode("utf-8")})
+        assert r.status_code == 401, (value, r.text)
+    ok = httpx.get(token_server + "/api/thing", headers={"Authorization": "Bearer t0ken"})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+     ("0.0.0.0", False), ("::", False), ("", False), ("192.168.1.5", False), ("my-laptop.local", False)],
+)  # fmt: skip
+def test_loopback_addresses(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+def test_listening_beyond_loopback_needs_a_token(tmp_path) -> None:
+    """`qwendesk serve --host 0.0.0.0` without a token says why and exits non-zero, before binding anything."""
+    import subprocess
+    import sys
+
+    env = {"QWENDESK_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    argv = [sys.executable, "-m", "qwendesk.daemon", "serve", "--host", "0.0.0.0", "--port", str(free_port())]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "Set a token" in out.stderr, out.stderr
+    assert not (tmp_path / "logs" / "daemon.log").exists()  # refused before anything started
+
+
+async def test_the_api_schema_is_served_but_no_page_that_loads_third_party_script() -> None:
+    from qwendesk.daemon.app import create_app
+
+    app = create_app(load_settings(env={}), manager=None)  # type: ignore[arg-type]  (no route here needs it)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:11470") as client:
+        assert (await client.get("/api/docs")).status_code == 404
+        assert (await client.get("/redoc")).status_code == 404
+        schema = await client.get("/api/openapi.json")
+        assert schema.status_code == 200 and "/v1/chat/completions" in schema.json()["paths"]

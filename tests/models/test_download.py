@@ -11,7 +11,7 @@ import pytest
 
 from qwendesk.daemon.config import load_settings
 from qwendesk.models import download
-from qwendesk.models.catalog import Catalog, parse_catalog
+from qwendesk.models.catalog import BadCatalog, Catalog, parse_catalog
 from qwendesk.models.download import PullBusy, Puller, pull
 from qwendesk.models.errors import DownloadError, NotEnoughSpace
 from tests.hub_server import blob, catalog_entry
@@ -207,3 +207,14 @@ def test_a_second_concurrent_pull_of_the_same_model_is_refused(hub_server, setti
         pytest.raises(PullBusy, match="already being pulled"),
     ):
         pull("qwen-test:1b", settings, catalog=catalog_of(entry))
+
+
+@pytest.mark.parametrize(
+    "bad", ["../evil.gguf", "/etc/cron.d/x.gguf", "sub/x.gguf", "..\\x.gguf", ".hidden.gguf"]
+)
+def test_catalog_file_names_never_leave_the_models_folder(hub_server, settings, bad):
+    entry = catalog_entry(hub_server, "qwen-test:1b-q4_k_m", REPO, {"m.gguf": blob(MB)})
+    entry["quantizations"]["q4_k_m"]["files"][0]["file"] = bad
+    with pytest.raises(BadCatalog, match="not a plain file name"):
+        pull("qwen-test:1b", settings, catalog=catalog_of(entry))
+    assert hub_server.requests("GET") == []

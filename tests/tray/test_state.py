@@ -40,8 +40,8 @@ def test_model_event_upserts_one_model() -> None:
     ]
 
 
-def test_model_removed_event() -> None:
-    state = apply_event(connected(model("a"), model("b")), "model", {"name": "a", "removed": True})
+def test_a_removed_model_goes_with_the_next_snapshot() -> None:
+    state = apply_event(connected(model("a"), model("b")), "snapshot", {"models": [model("b")], "status": {}})
     assert [m["name"] for m in state.models] == ["b"]
 
 
