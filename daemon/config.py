@@ -65,6 +65,11 @@ class Settings(BaseModel):
     supervisor_timeout: float = Field(
         300.0, gt=0, description="Seconds to wait for the embedded Xinference to answer."
     )
+    supervisor_hang_timeout: float = Field(
+        60.0,
+        ge=5,
+        description="Seconds a running embedded Xinference may stop answering before it is restarted.",
+    )
     n_ctx: int = Field(4096, ge=256, description="Context length per request (tokens) for a started model.")
     n_parallel: int = Field(1, ge=1, le=64, description="Requests a model serves at once (llama.cpp slots).")
     n_gpu_layers: int | None = Field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -71,16 +72,33 @@ def _check_exposure(settings: Settings) -> None:
         )
 
 
+def keep_state_private(settings: Settings) -> None:
+    """Make everything the daemon and its Xinference write readable by this user only.
+
+    Logs carry engine keys and prompts, the run folder secrets: another local user must read none of it.
+    The umask covers every file created from now on, by us and our children; existing state is repaired.
+    """
+    os.umask(0o077)
+    for folder in {settings.data_dir, settings.log_dir, settings.run_dir, settings.xinference_home}:
+        folder.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            folder.chmod(0o700)
+    for path in [*settings.log_dir.iterdir(), *settings.run_dir.iterdir()]:
+        with contextlib.suppress(OSError):
+            if path.is_file():
+                path.chmod(0o600)
+
+
 def serve(settings: Settings) -> int:
     """Run the daemon in the foreground until SIGTERM/Ctrl-C or POST /api/shutdown."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    _check_exposure(settings)
+    keep_state_private(settings)
     lock = FileLock(str(settings.run_dir / "daemon.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise AlreadyRunning(_already_running_message(settings)) from None
     try:
-        _check_exposure(settings)
         _check_port(settings.host, settings.port)
         log_path = setup_logging(settings)
         accel = accelerator.detect()

@@ -39,6 +39,7 @@ LOG_ROTATE_AT_START = 10 * 1024 * 1024  # keep one previous log (.1) when the cu
 LOG_MAX_WHILE_RUNNING = 50 * 1024 * 1024
 STABLE_AFTER = 60.0  # a child that ran this long before dying resets the quick-failure count
 POLL_INTERVAL = 1.0
+PROBE_EVERY = 5.0  # seconds between health probes of a running Xinference
 
 
 def find_executable(name: str = EXECUTABLE) -> str:
@@ -102,6 +103,7 @@ class EmbeddedSupervisor(Supervisor):
         self._tree: list[psutil.Process] = []
         self._monitor: asyncio.Task[None] | None = None
         self._stopping = False
+        self._answered_at = self._probed_at = 0.0
 
     # ---- public --------------------------------------------------------------------------------
     @property
@@ -230,7 +232,7 @@ class EmbeddedSupervisor(Supervisor):
             )
 
     # ---- stop ----------------------------------------------------------------------------------
-    async def _teardown(self) -> None:
+    async def _teardown(self, grace: float = 10.0) -> None:
         """End the child's whole tree, forget the client and the pid file (safe to call twice)."""
         client, self.client = self.client, None
         if client is not None:
@@ -238,42 +240,66 @@ class EmbeddedSupervisor(Supervisor):
         proc, self._proc = self._proc, None
         if proc is not None:
             extra = self._tree + process_tree.descendants(proc.pid)
-            await asyncio.to_thread(process_tree.terminate_tree, proc.pid, extra)
+            await asyncio.to_thread(process_tree.terminate_tree, proc.pid, extra, grace)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
         self._tree = []
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
 
-    # ---- crash monitor -------------------------------------------------------------------------
+    # ---- crash and hang monitor ----------------------------------------------------------------
     async def _watch(self) -> None:
-        """Notice the child dying, clean up its orphans and restart it with exponential backoff."""
+        """Notice the child dying or hanging, clean up its orphans and restart it with exponential backoff."""
         failures = 0
+        self._answered_at = time.monotonic()
         while not self._stopping:
             await asyncio.sleep(POLL_INTERVAL)
             proc = self._proc
             if proc is None or self.state != "running":
+                self._answered_at = time.monotonic()
                 continue
             code = proc.poll()
-            if code is None:
+            hung = False
+            if code is not None:
+                reason = f"Xinference exited unexpectedly (exit code {code})"
+            elif hung := await self._hung():
+                reason = f"Xinference stopped answering for {self.settings.supervisor_hang_timeout:.0f} s"
+            else:
                 # Remember the tree while the parent chain still exists (orphans lose it).
                 self._tree = process_tree.descendants(proc.pid) or self._tree
                 rotate_log(self.log_path, LOG_MAX_WHILE_RUNNING)
                 continue
             ran_for = time.monotonic() - self._started_at
             failures = 1 if ran_for > STABLE_AFTER else failures + 1
-            log.warning("Xinference exited with code %s after %.0f s", code, ran_for)
-            result = await self._restart(code, failures)
+            log.warning("%s after running %.0f s", reason, ran_for)
+            result = await self._restart(reason, failures, grace=0.0 if hung else 10.0)
             if result is None:
                 return
             failures = result
+            self._answered_at = time.monotonic()
 
-    async def _restart(self, code: int, failures: int) -> int | None:
-        """Restart after a crash; returns the quick-failure count, None when giving up or stopping."""
-        reason = f"Xinference exited unexpectedly (exit code {code})"
+    async def _hung(self) -> bool:
+        """True once `GET /status` (API process and supervisor actor) has not answered for the hang timeout.
+
+        Probed every PROBE_EVERY s: a stopped or deadlocked Xinference is alive to `poll()` but serves nothing.
+        """
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_EVERY:
+            return now - self._answered_at > self.settings.supervisor_hang_timeout
+        self._probed_at = now
+        client = self.client
+        if client is not None and await client.alive():
+            self._answered_at = time.monotonic()
+        return time.monotonic() - self._answered_at > self.settings.supervisor_hang_timeout
+
+    async def _restart(self, reason: str, failures: int, grace: float) -> int | None:
+        """Restart after a crash or hang; returns the quick-failure count, None when giving up or stopping.
+
+        A hung tree gets no grace: a stopped process cannot act on SIGTERM.
+        """
         await self._set_state("restarting", f"{reason}; restarting")
         async with self._lock:
-            await self._teardown()
+            await self._teardown(grace)
         while not self._stopping:
             if failures > self.max_failures:
                 await self._set_state(

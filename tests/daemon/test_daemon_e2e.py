@@ -225,10 +225,10 @@ def test_token_protects_api_and_v1(tmp_path: Path) -> None:
         proc.stop()
 
 
-def test_killed_xinference_is_restarted_with_its_models_then_sigterm_leaves_nothing(
+def test_killed_or_hung_xinference_is_restarted_with_its_models_then_sigterm_leaves_nothing(
     tmp_path: Path, smollm2_gguf: Path
 ) -> None:
-    proc = DaemonProcess(tmp_path, free_port())
+    proc = DaemonProcess(tmp_path, free_port(), {"QWENDESK_SUPERVISOR_HANG_TIMEOUT": "10"})
     link_model(smollm2_gguf, proc.models_dir)
     proc.start()
     try:
@@ -248,6 +248,23 @@ def test_killed_xinference_is_restarted_with_its_models_then_sigterm_leaves_noth
         )
         assert chat(proc, SMOLLM2_NAME, "Hi")["choices"][0]["message"]["content"] is not None
         assert first.pid not in [p.pid for p in xinference_children(proc)]
+
+        # Hung but alive: stopped, it answers nothing. The health probe notices within the hang timeout.
+        second = next(p for p in xinference_children(proc) if p.ppid() == proc.proc.pid)
+        second.send_signal(signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        proc.wait_for(
+            lambda c: c.status()["supervisor"]["state"] in ("restarting", "starting"),
+            timeout=60,
+            what="the hang to be noticed",
+        )
+        assert time.monotonic() - stopped_at < 10 + 30  # the hang timeout, plus a probe and a slow machine
+        assert "Xinference stopped answering for 10 s" in (tmp_path / "logs" / "daemon.log").read_text()
+        proc.wait_for(
+            lambda c: proc.model(SMOLLM2_NAME).get("state") == "running", timeout=180, what="relaunch"
+        )
+        assert chat(proc, SMOLLM2_NAME, "Hi again")["choices"][0]["message"]["content"] is not None
+        assert not _alive(second)
 
         tree = proc.tree()
         assert len(tree) >= 3

@@ -20,6 +20,7 @@ from qwendesk.daemon.ports import free_port
 from qwendesk.daemon.xinference import RemoteXinference, make_supervisor, process_tree
 from qwendesk.daemon.xinference import embedded as supervisor_embedded
 from qwendesk.daemon.xinference.base import backoff_delay
+from qwendesk.daemon.xinference.client import XinferenceClient
 from qwendesk.daemon.xinference.embedded import EmbeddedSupervisor, build_env, find_executable, rotate_log
 from qwendesk.daemon.xinference.engine_log import explain_log_file, explain_log_text
 from qwendesk.daemon.xinference.remote import parse_remote_key
@@ -187,7 +188,7 @@ async def test_monitor_gives_up_after_quick_failures(tmp_path: Path, monkeypatch
         sup.client = object()  # type: ignore[assignment]
 
     monkeypatch.setattr(sup, "_launch", fake_launch)
-    monkeypatch.setattr(sup, "_teardown", lambda: asyncio.sleep(0))
+    monkeypatch.setattr(sup, "_teardown", lambda grace=10.0: asyncio.sleep(0))
     monkeypatch.setattr(supervisor_embedded, "POLL_INTERVAL", 0.05)
     states: list[str] = []
 
@@ -204,6 +205,62 @@ async def test_monitor_gives_up_after_quick_failures(tmp_path: Path, monkeypatch
     assert "giving up" in sup.view().error
     assert len(attempts) == 1 + 3  # the first start, then restarts until more than max_failures
     sup._stopping = True
+
+
+FAKE_XINFERENCE = """
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200 if self.path == "/status" else 404)
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+async def test_a_hung_xinference_is_detected_and_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that is alive but answers nothing (SIGSTOP) is treated like a crash after the hang timeout."""
+    sup = EmbeddedSupervisor(settings_for(tmp_path / "home", supervisor_hang_timeout=5), backoff_base=0.01)
+    children: list[subprocess.Popen] = []
+
+    async def fake_launch() -> None:
+        port = free_port()
+        child = subprocess.Popen([sys.executable, "-c", FAKE_XINFERENCE, str(port)], start_new_session=True)
+        children.append(child)
+        sup._proc, sup._started_at = child, time.monotonic()
+        sup.client = XinferenceClient(f"http://127.0.0.1:{port}")
+        for _ in range(100):
+            if await sup.client.alive():
+                return
+            await asyncio.sleep(0.05)
+
+    monkeypatch.setattr(sup, "_launch", fake_launch)
+    monkeypatch.setattr(supervisor_embedded, "POLL_INTERVAL", 0.05)
+    monkeypatch.setattr(supervisor_embedded, "PROBE_EVERY", 0.2)
+    restarted = asyncio.Event()
+
+    async def on_restarted() -> None:
+        restarted.set()
+
+    sup.on_restarted = on_restarted
+    try:
+        await sup.start()
+        await asyncio.sleep(6)  # longer than the hang timeout: a child that answers is left alone
+        assert sup.state == "running" and len(children) == 1
+        os.kill(children[0].pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        await asyncio.wait_for(restarted.wait(), timeout=30)
+        assert 5 <= time.monotonic() - stopped_at < 15
+        assert len(children) == 2 and sup.state == "running"
+        assert children[0].wait(timeout=10) < 0  # the hung child was killed, not left stopped
+    finally:
+        sup._stopping = True
+        for child in children:
+            child.kill()
+        await sup.stop()
 
 
 # ---- e2e: one real supervisor through crash, restart and stop ----------------------------------
