@@ -17,13 +17,31 @@ python -m pip install -q -c tests/constraints.txt -e ".[tray,test]"
 python -m pip uninstall -y -q torchvision 2>/dev/null || true
 
 # llama-cpp-python (the optional `convert` extra, and a reference engine) builds from source: build it once.
-if ! python -c "import llama_cpp" 2>/dev/null; then
-  mkdir -p "$CACHE/wheels"
-  if ! ls "$CACHE"/wheels/llama_cpp_python-*.whl >/dev/null 2>&1; then
-    echo "building llama-cpp-python once (a few minutes)..."
-    python -m pip wheel -q --no-deps "llama-cpp-python==0.3.*" -w "$CACHE/wheels"
+# x86-64 gets a portable AVX2 build, never -march=native: on AMX CPUs (Xeon Sapphire Rapids and newer) a native
+# build turns on ggml's AMX matmul, whose tile config GCC <= 12 miscompiles (_tile_loadconfig's asm says it reads
+# 8 bytes, so the row/column stores are dropped): every quantized model then segfaults on its first prompt.
+# AVX2 is also what xllamacpp's wheel runs, and the flags are explicit because SOURCE_DATE_EPOCH turns ggml's
+# defaults off. The cache folder and the venv stamp carry version+flags, so no wheel built otherwise is reused;
+# --no-cache-dir because pip's own wheel cache ignores CMAKE_ARGS.
+LLAMA_CPP_VERSION=0.3.36
+case "$(uname -m)" in
+  x86_64 | amd64)
+    LLAMA_CPP_CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON"
+    LLAMA_CPP_CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS -DGGML_F16C=ON -DGGML_BMI2=ON" ;;
+  *) LLAMA_CPP_CMAKE_ARGS="" ;;
+esac
+LLAMA_CPP_KEY="$LLAMA_CPP_VERSION-$(printf '%s' "$LLAMA_CPP_CMAKE_ARGS" | cksum | cut -d' ' -f1)"
+LLAMA_CPP_WHEELS="$CACHE/wheels/llama-cpp-python-$LLAMA_CPP_KEY"
+LLAMA_CPP_STAMP="$VENV/llama-cpp-python.build"
+if [ "$(cat "$LLAMA_CPP_STAMP" 2>/dev/null)" != "$LLAMA_CPP_KEY" ]; then
+  if ! ls "$LLAMA_CPP_WHEELS"/llama_cpp_python-*.whl >/dev/null 2>&1; then
+    echo "building llama-cpp-python $LLAMA_CPP_VERSION once (a few minutes)..."
+    CMAKE_ARGS="$LLAMA_CPP_CMAKE_ARGS" python -m pip wheel -q --no-deps --no-cache-dir \
+      "llama-cpp-python==$LLAMA_CPP_VERSION" -w "$LLAMA_CPP_WHEELS"
   fi
-  python -m pip install -q "$CACHE"/wheels/llama_cpp_python-*.whl diskcache
+  python -m pip install -q --force-reinstall --no-deps "$LLAMA_CPP_WHEELS"/llama_cpp_python-*.whl
+  python -m pip install -q "$LLAMA_CPP_WHEELS"/llama_cpp_python-*.whl diskcache
+  printf '%s\n' "$LLAMA_CPP_KEY" >"$LLAMA_CPP_STAMP"
 fi
 
 python -c "from tests.conftest import fetch_smollm2; print('test model:', fetch_smollm2())"
