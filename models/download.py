@@ -19,8 +19,8 @@ import httpx
 from filelock import FileLock, Timeout
 
 from .catalog import BadCatalog, Catalog, HubFile, Release, file_url, load_catalog
-from .errors import Conflict, DownloadError, QwendeskError
-from .files import PART_SUFFIX, ensure_free_space, human_size
+from .errors import Conflict, DownloadError, NotEnoughSpace, QwendeskError
+from .files import PART_SUFFIX, ensure_free_space, free_space_text, human_size, is_disk_full
 
 HASH_CHUNK = 4 * 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -194,6 +194,17 @@ class Puller:
     # ---- the whole pull ------------------------------------------------------------------------
     def pull(self, release: Release) -> PullResult:
         """Fetch every file of `release`; nothing lands in the models folder unless all files verified."""
+        try:
+            return self._pull(release)
+        except OSError as exc:  # the download itself says more (_disk_full); this is the lock or a folder
+            if not is_disk_full(exc):
+                raise
+            raise NotEnoughSpace(
+                f"The disk holding {self.dest_dir} is full: the pull of {release.name} could not start and "
+                "nothing was added. Free some space, then run the same pull again."
+            ) from exc
+
+    def _pull(self, release: Release) -> PullResult:
         self.dest_dir.mkdir(parents=True, exist_ok=True)
         repo = release.model.repo(self.source)
         tasks = [
@@ -280,6 +291,10 @@ class Puller:
             try:
                 self._stream(task, index, count)
                 return
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise self._disk_full(task) from exc
+                raise
             except httpx.TransportError as exc:
                 attempt += 1
                 have = task.part.stat().st_size if task.part.exists() else 0
@@ -289,6 +304,19 @@ class Puller:
                         f"{human_size(have)}; the partial file is kept. Run the same pull again to resume."
                     ) from exc
                 time.sleep(self.retry_delay * attempt)
+
+    def _disk_full(self, task: FileTask) -> NotEnoughSpace:
+        """The disk filled up mid-download (the up-front check passed, something else took the space)."""
+        have = task.part.stat().st_size if task.part.exists() else 0
+        left = f"{human_size(task.total - have)} more" if task.total else "more space"
+        free = free_space_text(self.dest_dir)
+        return NotEnoughSpace(
+            f"The disk filled up while downloading {task.hub.file}"
+            f"{f' ({free})' if free else ''}: nothing was added to the models folder. The "
+            f"{human_size(have)} already downloaded are kept in {task.part.name} so the pull can resume: free "
+            f"{left} (or point models_dirs at a bigger disk) and run the same pull again. To give up instead, "
+            f"delete {task.part}."
+        )
 
     def _stream(self, task: FileTask, index: int, count: int) -> None:
         have = task.part.stat().st_size if task.part.exists() else 0
@@ -322,15 +350,15 @@ class Puller:
     ) -> None:
         speed, last = _Speed(), 0.0
         done = have
-        with task.part.open("ab" if have else "wb") as fh:
-            for (
-                chunk
-            ) in response.iter_bytes():  # unbuffered: bytes that arrived are on disk if the link drops
+        # Unbuffered: what arrived is on disk if the link drops, and a write that fails (disk full) leaves
+        # the part an exact prefix of the file, so a resume from its size is right.
+        with task.part.open("ab" if have else "wb", buffering=0) as fh:
+            for chunk in response.iter_bytes():
                 if self.cancel.is_set():
                     raise PullCancelled(
                         f"Pull of {task.hub.file} stopped at {human_size(done)}; the partial file is kept for a resume."
                     )
-                fh.write(chunk)
+                _write_all(fh, chunk)
                 done += len(chunk)
                 self.downloaded += len(chunk)
                 now = time.monotonic()
@@ -376,6 +404,13 @@ class Puller:
         """Rename every verified part; the model file (first shard) goes last so the watcher sees a complete set."""
         for task in sorted(tasks, key=lambda t: t.hub.file == main_file):
             os.replace(task.part, task.dest)
+
+
+def _write_all(fh: Any, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (a raw write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[fh.write(view) :]
 
 
 def pull(

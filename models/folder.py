@@ -8,6 +8,8 @@ paired with their model and never listed on their own.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import stat
 import time
@@ -21,7 +23,7 @@ from typing import Any
 from .errors import BadRequest, Conflict, ModelFileError, NotFound
 from .families import Registration, registration_for
 from .files import atomic_output, ensure_free_space
-from .gguf_info import GGUFInfo, read_gguf
+from .gguf_info import GGUFInfo, TruncatedModelFile, open_regular, read_gguf, read_gguf_from
 
 PENDING_SECONDS = 10.0  # a truncated file touched this recently is still being copied
 SPLIT_RE = re.compile(r"^(?P<base>.+)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -162,12 +164,20 @@ def _candidates(folder: Path) -> list[Path]:
 
 
 # ---- scanning ------------------------------------------------------------------------------------
-def _read(path: Path, roots: list[Path], now: float) -> tuple[GGUFInfo | None, str | None, bool]:
+# Header summaries (each a few KiB, see gguf_info) by file identity: a rescan re-reads only files that
+# changed, and each scan keeps only the files it saw, so a deleted or replaced file's summary goes too.
+_CacheKey = tuple[Path, int, int, int, int, int]
+_INFO_CACHE: dict[_CacheKey, GGUFInfo] = {}
+
+
+def _read(
+    path: Path, roots: list[Path], now: float, seen: dict[_CacheKey, GGUFInfo]
+) -> tuple[GGUFInfo | None, str | None, bool]:
     """(info, error, pending) for one file, never raising."""
     try:
         target = path.resolve(strict=True)
-    except (OSError, RuntimeError):
-        return None, f"'{path.name}' is a broken link; fix or remove it.", False
+    except (OSError, RuntimeError):  # missing target, or a loop of links
+        return None, f"'{path.name}' is a broken link (or a loop of links); fix or remove it.", False
     if not _inside(target, roots):
         return (
             None,
@@ -175,29 +185,24 @@ def _read(path: Path, roots: list[Path], now: float) -> tuple[GGUFInfo | None, s
             False,
         )
     try:
-        return _read_cached(target), None, False
+        return _read_cached(target, seen), None, False
     except ModelFileError as exc:
-        incomplete = "truncated" in exc.message or "is empty" in exc.message
         try:
             recent = now - target.stat().st_mtime < PENDING_SECONDS
         except OSError:
             recent = False
-        return None, exc.message, incomplete and recent
+        return None, exc.message, isinstance(exc, TruncatedModelFile) and recent
 
 
-_INFO_CACHE: dict[tuple[Path, int, int], GGUFInfo] = {}
-
-
-def _read_cached(path: Path) -> GGUFInfo:
-    """read_gguf, skipped when size and mtime are unchanged (a rescan re-reads only what changed)."""
-    st = path.stat()
-    key = (path, st.st_size, st.st_mtime_ns)
-    info = _INFO_CACHE.get(key)
-    if info is None:
-        info = read_gguf(path)
-        if len(_INFO_CACHE) > 512:
-            _INFO_CACHE.clear()
-        _INFO_CACHE[key] = info
+def _read_cached(path: Path, seen: dict[_CacheKey, GGUFInfo]) -> GGUFInfo:
+    """read_gguf, skipped when the file (inode, size, mtime, ctime) is unchanged; records it in `seen`."""
+    try:
+        st = path.stat()
+    except OSError:
+        return read_gguf(path)  # raises the ModelFileError that says why
+    key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    info = _INFO_CACHE.get(key) or read_gguf(path)
+    seen[key] = info
     return info
 
 
@@ -255,7 +260,7 @@ def _pair_projectors(models: list[ModelFiles], projectors: list[Path]) -> None:
             vision[0].mmproj = free[0]
 
 
-def _build(group, roots: list[Path], now: float) -> ModelFiles | Path:
+def _build(group, roots: list[Path], now: float, seen: dict[_CacheKey, GGUFInfo]) -> ModelFiles | Path:
     """A ModelFiles, or the path of a projector (paired later)."""
     error = None
     if isinstance(group, tuple):
@@ -267,7 +272,7 @@ def _build(group, roots: list[Path], now: float) -> ModelFiles | Path:
         return model
     infos = []
     for f in model.files:
-        info, err, pending = _read(f, roots, now)
+        info, err, pending = _read(f, roots, now, seen)
         if err:
             model.error, model.pending = err, pending
             return model
@@ -310,10 +315,13 @@ def scan(
     roots = [Path(f).resolve() for f in folders]
     models: list[ModelFiles] = []
     projectors: list[Path] = []
+    seen: dict[_CacheKey, GGUFInfo] = {}
     for root in roots:
         for group in _group(_candidates(root)):
-            built = _build(group, roots, now)
+            built = _build(group, roots, now, seen)
             (projectors.append if isinstance(built, Path) else models.append)(built)
+    _INFO_CACHE.clear()
+    _INFO_CACHE.update(seen)
     _pair_projectors(models, projectors)
     result: dict[str, ModelFiles] = {}
     for m in models:  # already in folder order, then path order: collisions resolve the same way each scan
@@ -332,7 +340,9 @@ def add_file(source: Path, folder: Path) -> Path:
     """Copy a GGUF into `folder` (via a `.part` name, so a watcher sees it once, whole); returns the new path.
 
     The source must be a regular file that is a valid GGUF before anything is written: a link named
-    `*.gguf` that points at a secret or at /proc is refused, never copied.
+    `*.gguf` that points at a secret or at /proc is refused, never copied, and a FIFO never blocks us. The
+    file checked is the file copied (one open), and the copy is checked again before it gets its name.
+    A full disk is NotEnoughSpace with nothing left behind.
     """
     if not source.is_absolute():
         raise BadRequest(f"Give an absolute path (got '{source}').")
@@ -344,19 +354,28 @@ def add_file(source: Path, folder: Path) -> Path:
         raise NotFound(f"No file at {source}.") from None
     if not stat.S_ISREG(st.st_mode):
         raise BadRequest(f"{source} is not a regular file.")
-    read_gguf(source)  # raises ModelFileError for anything that is not a model
-    target = folder / source.name
-    if target.exists():
-        raise Conflict(f"{target.name} is already in {folder}.")
-    ensure_free_space(folder, st.st_size, f"adding {source.name}")
-    with atomic_output(target) as part:
-        _copy_exactly(source, part, st.st_size)
+    with open_regular(source) as src:
+        read_gguf_from(src, source)  # raises ModelFileError for anything that is not a model
+        size = os.fstat(src.fileno()).st_size
+        target = folder / source.name
+        if target.exists():
+            raise Conflict(f"{target.name} is already in {folder}.")
+        ensure_free_space(folder, size, f"adding {source.name}")
+        with atomic_output(target, what=f"adding {source.name} to {folder}") as part:
+            _copy_exactly(src, source, part, size)
+            try:
+                read_gguf(part)
+            except ModelFileError:
+                raise Conflict(
+                    f"{source.name} changed while it was being copied; try again once it is complete."
+                ) from None
     return target
 
 
-def _copy_exactly(source: Path, dest: Path, size: int) -> None:
-    """Copy `size` bytes and refuse a source that is shorter or longer (it changed while we copied)."""
-    with source.open("rb") as src, dest.open("xb") as dst:
+def _copy_exactly(src: io.RawIOBase, source: Path, dest: Path, size: int) -> None:
+    """Copy `size` bytes from the open `src` and refuse a source that is shorter or longer (it changed)."""
+    src.seek(0)
+    with dest.open("xb") as dst:
         left = size
         while left:
             chunk = src.read(min(left, 8 * 2**20))

@@ -82,7 +82,9 @@ async def test_fifty_concurrent_streams_over_two_models(loaded: DaemonProcess) -
 
     mixed = [(job, text, expected[job]) for job, text in zip(jobs, got, strict=True) if text != expected[job]]
     assert not mixed, f"{len(mixed)} of {CLIENTS} streams differ from their own answer, e.g. {mixed[:2]}"
-    assert len(set(expected.values())) > CLIENTS // 4, "the prompts must give distinct answers to tell mix-ups"
+    assert len(set(expected.values())) > CLIENTS // 4, (
+        "the prompts must give distinct answers to tell mix-ups"
+    )
     # The daemon relays bytes: 50 streams leave no lasting memory behind (allow allocator noise).
     after = daemon.memory_info().rss
     assert after - before < 40 * 2**20, f"daemon RSS grew {(after - before) / 2**20:.0f} MiB"
