@@ -32,6 +32,7 @@ from bench.systems import (
     QwendeskSystem,
     RawHttpSystem,
     RawSystem,
+    StockQwendeskSystem,
     System,
     XinferenceSystem,
     free_port,
@@ -39,6 +40,7 @@ from bench.systems import (
     link_into,
     qwendesk_env,
     spawn_daemon,
+    tree_memory,
     tree_rss,
     wait_http,
 )
@@ -79,7 +81,10 @@ def parse_args(argv: list[str] | None) -> Config:
         "--quick", action="store_true", help="SmolLM2 only, few tokens and requests (harness check)"
     )
     p.add_argument("--models", nargs="+", help="smollm2, q4_0, q4_k_m, or paths of GGUF files")
-    p.add_argument("--systems", default="a,a-http,b,c,d", help="comma-separated subset of a,a-http,b,c,d")
+    p.add_argument(
+        "--systems", default="a,a-http,b,c,d",
+        help="comma-separated subset of a,a-http,b,c,d,d0 (d0: qwendesk with Xinference as shipped)",
+    )  # fmt: skip
     p.add_argument("--rounds", type=int)
     p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or 2)
     p.add_argument("--n-ctx", type=int, default=2048, help="context per request (slot)")
@@ -197,13 +202,19 @@ async def lifecycle(cfg: Config, model: BenchModel, workdir: Path) -> dict[str, 
             await asyncio.sleep(3)
             out["idle_fresh_rss"].append(tree_rss(proc.pid))
             out["daemon_only_fresh_rss"].append(psutil.Process(proc.pid).memory_info().rss)
+            # Every repetition measures the cold path (few samples on a noisy machine: report the median).
+            cycle = await _cold_cycle(cfg, url, model, proc.pid)
+            for key in ("cold_first_token_s", "loaded_pss", "loaded_rss"):
+                out.setdefault(f"{key}_all", []).append(cycle[key])
             if i == cfg.startup_reps - 1:
-                out.update(await _cold_cycle(cfg, url, model, proc.pid))
+                out.update(cycle)
         finally:
             async with httpx.AsyncClient(trust_env=False) as http:
                 with contextlib.suppress(httpx.HTTPError):
                     await http.post(url + "/api/shutdown", timeout=10)
             await asyncio.to_thread(kill_group, proc, 30)
+    if out.get("cold_first_token_s_all"):
+        out["cold_first_token_s"] = metrics.median(out["cold_first_token_s_all"])
     return out
 
 
@@ -220,6 +231,7 @@ async def _cold_cycle(cfg: Config, url: str, model: BenchModel, pid: int) -> dic
         out["cold_error"] = rec.error
         await asyncio.sleep(1)
         out["loaded_rss"] = tree_rss(pid)
+        out["loaded_pss"] = tree_memory(pid)["pss"]
         stopped_at = None
         deadline = time.perf_counter() + cfg.keep_alive * 4 + 90
         idle_started = time.perf_counter()
@@ -259,6 +271,7 @@ async def launch_all(
         if "launch_s" in info:
             raw[s.key]["launch"].append(info)
         raw[s.key]["rss"].setdefault("loaded", []).append(s.rss())
+        raw[s.key].setdefault("pss", {}).setdefault("loaded", []).append(s.pss())
 
 
 async def calibrate_prompt(system: System, target: int) -> str:
@@ -311,6 +324,7 @@ async def bench_model(cfg: Config, model: BenchModel, systems: list[System]) -> 
                 raw[s.key]["ttft"].append(await measure(cfg, s, SHORT_PROMPT, cfg.ttft_tokens))
     for s in systems:
         raw[s.key]["rss"].setdefault("after", []).append(s.rss())
+        raw[s.key].setdefault("pss", {}).setdefault("after", []).append(s.pss())
     for s in reversed(systems):
         await s.stop_model()
     # ---- concurrency phase: n_parallel = max level ----
@@ -330,6 +344,7 @@ async def bench_model(cfg: Config, model: BenchModel, systems: list[System]) -> 
                 raw[s.key]["concurrency"].setdefault(str(level), []).append({**batch_summary(recs), "bg": bg})
     for s in systems:
         raw[s.key]["rss"].setdefault("after", []).append(s.rss())
+        raw[s.key].setdefault("pss", {}).setdefault("after", []).append(s.pss())
     for s in reversed(systems):
         await s.stop_model()
     fill_prompt_tokens(raw)
@@ -364,10 +379,11 @@ def make_systems(cfg: Config, workdir: Path, models: list[BenchModel]) -> list[S
         "b": LlamaCppPythonSystem(**common),
         "c": XinferenceSystem(**common),
         "d": QwendeskSystem(**common, models=models),
+        "d0": StockQwendeskSystem(**common, models=models),
     }
     if "a-http" in cfg.systems and "a" not in cfg.systems:
         raise SystemExit("a-http needs a (it is a's llama-server)")
-    return [by_key[k] for k in ("a", "a-http", "b", "c", "d") if k in cfg.systems]
+    return [by_key[k] for k in ("a", "a-http", "b", "c", "d", "d0") if k in cfg.systems]
 
 
 async def run(cfg: Config) -> dict[str, Any]:

@@ -15,6 +15,12 @@ TARGETS = {
     "launch_over_load_s": 2.0,  # launch to first token <= raw load + 2 s
     "idle_rss_mib": 80.0,  # whole tree, no model loaded
     "scaling_4": 2.0,  # 4 clients aggregate >= 2 x 1 client
+    "tree_over_raw_mib": 400.0,  # whole tree (PSS) with one model loaded - raw llama.cpp's RSS <= 400 MiB
+}
+# Targets of the run as a whole (lifecycle), checked against system (a) of the first model.
+RUN_TARGETS = {
+    "cold_over_load_s": 6.0,  # cold /v1 request (Xinference stopped) to first token <= raw load + 6 s
+    "xinference_idle_pss_mib": 300.0,  # embedded Xinference, no model (supervisor, worker, fork server)
 }
 
 
@@ -68,6 +74,8 @@ def summarize_system(raw: dict[str, Any]) -> dict[str, Any]:
         "load_s": median([x.get("load_s") for x in raw["launch"]]),
         "rss_loaded_mib": _mib(max(raw["rss"].get("loaded", [0]) or [0])),
         "rss_after_mib": _mib(max(raw["rss"].get("after", [0]) or [0])),
+        "pss_loaded_mib": _mib(max(raw.get("pss", {}).get("loaded", [0]) or [0])),
+        "pss_after_mib": _mib(max(raw.get("pss", {}).get("after", [0]) or [0])),
     }
     return s
 
@@ -103,6 +111,8 @@ def compare(summary: dict[str, dict[str, Any]], base: str = "a") -> dict[str, di
             },
             "scaling_4": ratio(s["aggregate_tps"].get("4"), agg1),
             "rss_ratio": ratio(s["rss_after_mib"], a["rss_after_mib"]),
+            "rss_over_a_mib": _diff(s["rss_after_mib"], a["rss_after_mib"]),
+            "pss_over_a_mib": _diff(s["pss_after_mib"], a["rss_after_mib"]),
         }
     return out
 
@@ -120,6 +130,7 @@ def verdicts(cmp_d: dict[str, Any], idle_rss_mib: float | None) -> dict[str, dic
         "launch_over_load_s": cmp_d.get("launch_over_load_s"),
         "idle_rss_mib": idle_rss_mib,
         "scaling_4": cmp_d.get("scaling_4"),
+        "tree_over_raw_mib": cmp_d.get("pss_over_a_mib"),
     }
     higher_is_better = {"decode_ratio", "prefill_ratio", "scaling_4"}
     out = {}
@@ -128,3 +139,12 @@ def verdicts(cmp_d: dict[str, Any], idle_rss_mib: float | None) -> dict[str, dic
         met = None if value is None else (value >= target if name in higher_is_better else value <= target)
         out[name] = {"value": value, "target": target, "met": met}
     return out
+
+
+def run_verdicts(cold_over_load_s: float | None, xinference_idle_pss_mib: float | None) -> dict[str, Any]:
+    """The lifecycle targets (lower is better for both)."""
+    values = {"cold_over_load_s": cold_over_load_s, "xinference_idle_pss_mib": xinference_idle_pss_mib}
+    return {
+        name: {"value": v, "target": RUN_TARGETS[name], "met": None if v is None else v <= RUN_TARGETS[name]}
+        for name, v in values.items()
+    }

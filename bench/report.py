@@ -7,13 +7,14 @@ from typing import Any
 
 from bench import metrics
 
-COLUMNS = ("a", "a-http", "b", "c", "d")
+COLUMNS = ("a", "a-http", "b", "c", "d", "d0")
 SHORT = {
     "a": "a: raw xllamacpp",
     "a-http": "a-http: its llama-server",
     "b": "b: llama-cpp-python",
     "c": "c: Xinference",
     "d": "d: qwendesk",
+    "d0": "d0: qwendesk, Xinference as shipped",
 }
 MiB = 2**20
 
@@ -27,6 +28,24 @@ def add_summaries(result: dict[str, Any]) -> None:
         m["summary"] = {k: metrics.summarize_system(v) for k, v in m["raw"].items()}
         m["vs_a"] = metrics.compare(m["summary"])
         m["targets"] = metrics.verdicts(m["vs_a"].get("d", {}), idle_mib)
+    result["run_targets"] = metrics.run_verdicts(cold_over_load(result), _mib_of(xinference_idle(result)))
+
+
+def cold_over_load(result: dict[str, Any]) -> float | None:
+    """The cold path's first token minus raw llama.cpp's load of the same (first) model in this run."""
+    cold = (result.get("lifecycle") or {}).get("cold_first_token_s")
+    first = next(iter(result["models"].values()), None)
+    load = first["summary"].get("a", {}).get("load_s") if first else None
+    return None if cold is None or load is None else cold - load
+
+
+def xinference_idle(result: dict[str, Any]) -> int | None:
+    """PSS of qwendesk's embedded Xinference with no model (every process but the daemon), bytes."""
+    return (result.get("startup") or {}).get("d", {}).get("xinference_idle_pss")
+
+
+def _mib_of(x: float | None) -> float | None:
+    return None if not x else x / MiB
 
 
 def _f(x: float | None, fmt: str = "{:.1f}") -> str:
@@ -90,6 +109,9 @@ def model_table(key: str, m: dict[str, Any], labels: dict[str, str]) -> str:
         _verdict(t["launch_over_load_s"], "load + {:.2f} s (≤ + 2 s)"))  # fmt: skip
     row("RSS loaded, after the workload, MiB (×a)",
         [_cell(s[c]["rss_after_mib"], r[c]["rss_ratio"], "{:.0f}") for c in cols])  # fmt: skip
+    row("PSS loaded, after the workload, MiB (+MiB over a's RSS)",
+        [_cell(s[c].get("pss_after_mib"), r[c].get("pss_over_a_mib"), "{:.0f}", " ({:+.0f})") for c in cols],
+        _verdict(t["tree_over_raw_mib"], "raw + {:.0f} MiB (≤ + 400)"))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -107,13 +129,21 @@ def lifecycle_table(result: dict[str, Any]) -> str:
     d = start.get("d", {})
     mib = lambda x: None if not x else x / MiB  # noqa: E731
     idle_after = mib(life.get("idle_after_rss"))
+    run = result.get("run_targets") or {}
+    colds = life.get("cold_first_token_s_all") or []
+    spread = f" (range {min(colds):.1f}–{max(colds):.1f}, n={len(colds)})" if len(colds) > 1 else ""
+    d0 = start.get("d0", {})
+    stock = lambda key: f"; Xinference as shipped (d0): {_f(mib(d0.get(key)), '{:.0f}')}" if d0 else ""  # noqa: E731
     lines += [
         f"| daemon start → `/health` answers, s (median of {len(life.get('health_s', []))}) | {_f(health, '{:.2f}')} | – | |",
         f"| start → Xinference ready, s | {_f(d.get('startup_s'), '{:.1f}')} (eager) | {_f(c.get('startup_s'), '{:.1f}')} | |",
         f"| RSS idle, fresh (no Xinference yet), MiB | {_f(mib(max(life.get('idle_fresh_rss') or [0])), '{:.0f}')} | – | ≤ 80 |",
         f"| RSS with Xinference up, no model, MiB | {_f(mib(d.get('idle_rss')), '{:.0f}')} | {_f(mib(c.get('idle_rss')), '{:.0f}')} | |",
-        f"| cold `/v1` request → first token (starts Xinference + model), s | {_f(life.get('cold_first_token_s'), '{:.1f}')} | – | |",
-        f"| RSS with the model loaded (cold start), MiB | {_f(mib(life.get('loaded_rss')), '{:.0f}')} | – | |",
+        f"| … PSS of the same tree, MiB | {_f(mib(d.get('idle_pss')), '{:.0f}')} | – | |",
+        f"| embedded Xinference alone (no daemon), no model: RSS / PSS, MiB | {_f(mib(d.get('xinference_idle_rss')), '{:.0f}')} / {_f(mib(d.get('xinference_idle_pss')), '{:.0f}')}{stock('xinference_idle_pss')} | – | {_verdict(run['xinference_idle_pss_mib'], 'PSS {:.0f} (≤ 300)') if run else ''} |",
+        f"| cold `/v1` request → first token (starts Xinference + model), s | {_f(life.get('cold_first_token_s'), '{:.1f}')}{spread} | – | |",
+        f"| … minus raw llama.cpp's load of the same model (a), s | {_f(run.get('cold_over_load_s', {}).get('value'), '{:+.1f}')} | – | {_verdict(run['cold_over_load_s'], 'load + {:.1f} s (≤ + 6 s)') if run else ''} |",
+        f"| RSS / PSS with the model loaded (cold start), MiB | {_f(mib(life.get('loaded_rss')), '{:.0f}')} / {_f(mib(life.get('loaded_pss')), '{:.0f}')} | – | |",
         f"| RSS after keep-alive stopped model + Xinference, MiB | {_f(idle_after, '{:.0f}')} | – | ≤ 80 |",
         f"| … of which the daemon process itself, MiB | {_f(mib(life.get('daemon_only_after_rss')), '{:.0f}')} | – | |",
     ]
@@ -123,15 +153,15 @@ def lifecycle_table(result: dict[str, Any]) -> str:
 def headline(result: dict[str, Any]) -> str:
     """One line per model: qwendesk against raw llama.cpp."""
     out = [
-        "| model | decode ×a | prompt ×a | TTFT p50 +ms | 4-client scaling | launch − raw load, s |",
-        "|---|---|---|---|---|---|",
+        "| model | decode ×a | prompt ×a | TTFT p50 +ms | 4-client scaling | launch − raw load, s | tree − raw, MiB (PSS) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for m in result["models"].values():
         t = m["targets"]
         out.append(
             f"| {m['label']} | {_verdict(t['decode_ratio'], '{:.2f}')} | {_verdict(t['prefill_ratio'], '{:.2f}')} | "
             f"{_verdict(t['ttft_overhead_ms'], '{:+.0f}')} | {_verdict(t['scaling_4'], '{:.2f}×')} | "
-            f"{_verdict(t['launch_over_load_s'], '{:+.2f}')} |"
+            f"{_verdict(t['launch_over_load_s'], '{:+.2f}')} | {_verdict(t['tree_over_raw_mib'], '{:+.0f}')} |"
         )
     return "\n".join(out)
 

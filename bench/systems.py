@@ -56,6 +56,28 @@ def tree_rss(pid: int | None) -> int:
     return total
 
 
+def tree_memory(pid: int | None, skip_root: bool = False) -> dict[str, int]:
+    """RSS and PSS (bytes) of a process and all its descendants (optionally without the process itself).
+
+    RSS counts a page shared by several processes in each of them; PSS divides it among them, so it is
+    what a tree whose processes were forked from one pre-imported parent costs the machine. Where psutil
+    has no PSS (macOS, Windows), RSS stands in."""
+    total = {"rss": 0, "pss": 0}
+    if pid is None:
+        return total
+    try:
+        root = psutil.Process(pid)
+        procs = [*([] if skip_root else [root]), *root.children(recursive=True)]
+    except psutil.Error:
+        return total
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            info = p.memory_full_info()
+            total["rss"] += info.rss
+            total["pss"] += getattr(info, "pss", info.rss)
+    return total
+
+
 def kill_group(proc: subprocess.Popen[bytes] | None, grace: float = 15.0) -> None:
     """SIGTERM the child's process group, wait, then SIGKILL whatever is left (its group and descendants)."""
     if proc is None:
@@ -137,6 +159,9 @@ class System:
     def rss(self) -> int:
         return tree_rss(self.proc.pid if self.proc else None)
 
+    def pss(self) -> int:
+        return tree_memory(self.proc.pid if self.proc else None)["pss"]
+
     def log(self, name: str) -> Any:
         return (self.workdir / f"{self.key}-{name}.log").open("ab")
 
@@ -214,6 +239,9 @@ class RawHttpSystem(System):
 
     def rss(self) -> int:
         return self.raw.rss()
+
+    def pss(self) -> int:
+        return self.raw.pss()
 
 
 # ---- (b) llama-cpp-python -----------------------------------------------------------------------
@@ -378,6 +406,7 @@ def spawn_daemon(home: Path, env: dict[str, str], log: Any) -> subprocess.Popen[
 
 class QwendeskSystem(System):
     key, label = "d", "qwendesk /v1"
+    extra_env: dict[str, str] = {}  # noqa: RUF012 (a class constant)
 
     def __init__(self, *args: Any, models: list[BenchModel], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -385,13 +414,13 @@ class QwendeskSystem(System):
         self.names: dict[str, str] = {}
 
     async def start(self) -> dict[str, Any]:
-        home = self.workdir / "qwendesk-home"
+        home = self.workdir / ("qwendesk-home" if self.key == "d" else f"qwendesk-home-{self.key}")
         for m in self.models:
             link_into(home / "models", m)
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         env = qwendesk_env(home, port, self.n_threads, self.cache_ram_mib, QWENDESK_KEEP_ALIVE="0",
-                           QWENDESK_SUPERVISOR_START="eager")  # fmt: skip
+                           QWENDESK_SUPERVISOR_START="eager", **self.extra_env)  # fmt: skip
         started = time.perf_counter()
         self.proc = spawn_daemon(home, env, self.log("daemon"))
         ready = await wait_http(self.base + "/health", 120, self.proc)
@@ -407,7 +436,12 @@ class QwendeskSystem(System):
         for m in (await self.http.get(self.base + "/api/models")).json()["models"]:
             self.names[Path(m["file"]).stem] = m["name"]
         await asyncio.sleep(2.0)
-        return {"health_s": ready - started, "startup_s": supervisor_up - started, "idle_rss": self.rss()}
+        xinference = tree_memory(self.proc.pid if self.proc else None, skip_root=True)  # without the daemon
+        return {
+            "health_s": ready - started, "startup_s": supervisor_up - started, "idle_rss": self.rss(),
+            "idle_pss": self.pss(), "xinference_idle_rss": xinference["rss"],
+            "xinference_idle_pss": xinference["pss"],
+        }  # fmt: skip
 
     async def launch(self, model: BenchModel, n_parallel: int, n_ctx: int) -> dict[str, Any]:
         self.model_name = self.names.get(model.key, model.key)
@@ -432,3 +466,10 @@ class QwendeskSystem(System):
         await super().stop()
         await asyncio.to_thread(kill_group, self.proc, 30)
         self.proc = None
+
+
+class StockQwendeskSystem(QwendeskSystem):
+    """qwendesk with its embedded Xinference as it ships (no light mode): the comparison for bench/FINDINGS."""
+
+    key, label = "d0", "qwendesk /v1, Xinference as shipped"
+    extra_env = {"QWENDESK_XINFERENCE_LIGHT": "0"}  # noqa: RUF012

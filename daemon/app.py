@@ -15,7 +15,7 @@ from .config import Settings
 from .errors import BadRequest, QwendeskError, describe_problems
 from .http_errors import error_body, error_response
 from .lifecycle.manager import ModelManager
-from .routes import api, chat, openai, pull
+from .routes import anthropic, api, chat, openai, pull, rerank, responses
 from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,6 @@ def create_app(
         problem = QwendeskError(f"Internal error: {exc}. See the daemon log in {settings.log_dir}.")
         return error_response(request.url.path, problem)
 
-    for module in (api, openai, pull, chat):
+    for module in (api, openai, responses, anthropic, rerank, pull, chat):
         app.include_router(module.router)
     return app

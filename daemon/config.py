@@ -33,6 +33,13 @@ class Settings(BaseModel):
     )
     host: str = Field("127.0.0.1", description="Address the daemon listens on. Keep it on loopback.")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="TCP port of the daemon's HTTP API.")
+    ollama_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="TCP port of an Ollama-compatible API (/api/chat, /api/tags, ...) on the daemon's address for"
+        " apps that speak only Ollama's protocol, e.g. 11434 when no Ollama runs (0 = off).",
+    )
     models_dirs: list[Path] = Field(
         default_factory=list,
         description="Folders watched for .gguf files (default: the models folder in the data folder).",
@@ -134,6 +141,11 @@ class Settings(BaseModel):
         host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
+
+    @property
+    def ollama_url(self) -> str | None:
+        """Base URL of the Ollama-compatible API, when it is on."""
+        return self.url.rsplit(":", 1)[0] + f":{self.ollama_port}" if self.ollama_port else None
 
     def public_dict(self) -> dict[str, Any]:
         """Settings as JSON-able values, secrets redacted."""

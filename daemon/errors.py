@@ -21,6 +21,12 @@ __all__ = [  # re-exported: the daemon, the CLI and the tray import every error 
 ]
 
 
+class ContextLengthExceeded(BadRequest):
+    """A request does not fit in the model's context (OpenAI's code for it)."""
+
+    code = "context_length_exceeded"
+
+
 class ConfigError(BadRequest):
     """A setting is invalid, or the daemon cannot start as configured."""
 

@@ -32,12 +32,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def allowed_hosts(settings: Settings) -> set[str]:
-    """Host header values we answer to: loopback names with and without our port, plus configured ones."""
+def allowed_hosts(settings: Settings, port: int | None = None) -> set[str]:
+    """Host header values we answer to: loopback names with and without our port (`port`, default the API's),
+    plus configured ones."""
     names = {*LOOPBACK_NAMES, *settings.allowed_hosts}
     if settings.host not in ("0.0.0.0", "::", ""):
         names.add(settings.host if ":" not in settings.host else f"[{settings.host}]")
-    return {n.lower() for n in names} | {f"{n}:{settings.port}".lower() for n in names}
+    port = settings.port if port is None else port
+    return {n.lower() for n in names} | {f"{n}:{port}".lower() for n in names}
 
 
 def allowed_origins(settings: Settings) -> set[str]:
@@ -47,11 +49,14 @@ def allowed_origins(settings: Settings) -> set[str]:
 
 
 class SecurityMiddleware:
-    """Pure ASGI (so streamed responses pass through untouched) guard in front of every route."""
+    """Pure ASGI (so streamed responses pass through untouched) guard in front of every route.
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    `port` is the port of the listener it guards (the Ollama-compatible one has its own), default the API's.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings, port: int | None = None) -> None:
         self.app = app
-        self.hosts = allowed_hosts(settings)
+        self.hosts = allowed_hosts(settings, port)
         self.origins = allowed_origins(settings)
         self.own_origins = {f"http://{n}:{settings.port}" for n in LOOPBACK_NAMES}
         self.token = settings.token.encode() if settings.token else None
@@ -70,15 +75,11 @@ class SecurityMiddleware:
         cors = origin is not None and origin.rstrip("/") not in self.own_origins
         if cors and scope.get("method") == "OPTIONS":
             return await _preflight(send, origin or "")
-        if self.token and path.startswith(GUARDED_PREFIXES) and path not in OPEN_PATHS:
-            given = headers.get("authorization", "")
-            scheme, _, value = given.partition(" ")
-            # Compared as bytes: compare_digest refuses non-ASCII str, and a header may carry any bytes.
-            given_token = value.strip().encode("latin-1")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given_token, self.token):
-                return await _deny(
-                    send, path, 401, "A valid token is required: send 'Authorization: Bearer <token>'."
-                )
+        guarded = self.token and path.startswith(GUARDED_PREFIXES) and path not in OPEN_PATHS
+        if guarded and not self._authorized(headers, path):
+            return await _deny(
+                send, path, 401, "A valid token is required: send 'Authorization: Bearer <token>'."
+            )
         if not cors:
             return await self.app(scope, receive, send)
 
@@ -89,12 +90,26 @@ class SecurityMiddleware:
 
         return await self.app(scope, receive, send_with_cors)
 
+    def _authorized(self, headers: dict[str, str], path: str) -> bool:
+        """The token as a bearer token, or on /v1 as Anthropic clients send it (`x-api-key`)."""
+        assert self.token is not None
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        # Compared as bytes: compare_digest refuses non-ASCII str, and a header may carry any bytes.
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode("latin-1"), self.token):
+            return True
+        api_key = headers.get("x-api-key")
+        return (
+            api_key is not None
+            and path.startswith("/v1")
+            and hmac.compare_digest(api_key.strip().encode("latin-1"), self.token)
+        )
+
 
 def _cors_headers(origin: str) -> list[tuple[bytes, bytes]]:
     return [
         (b"access-control-allow-origin", origin.encode("latin-1")),
         (b"vary", b"Origin"),
-        (b"access-control-allow-headers", b"authorization, content-type"),
+        (b"access-control-allow-headers", b"authorization, content-type, x-api-key, anthropic-version"),
         (b"access-control-allow-methods", b"GET, POST, DELETE, OPTIONS"),
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import json
@@ -9,7 +10,10 @@ import logging
 import logging.handlers
 import os
 import socket
+import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from filelock import FileLock, Timeout
@@ -20,6 +24,7 @@ from .config import Settings
 from .errors import AlreadyRunning, ConfigError
 from .events import EventBus
 from .lifecycle.manager import ModelManager
+from .routes.ollama import create_ollama_app
 from .security import is_loopback
 from .xinference import make_supervisor
 
@@ -63,6 +68,66 @@ def _check_port(host: str, port: int) -> None:
             raise
 
 
+def _check_ollama_port(settings: Settings) -> None:
+    """The Ollama-compatible listener, when on, needs a port of its own that is free now."""
+    if not settings.ollama_port:
+        return
+    if settings.ollama_port == settings.port:
+        raise ConfigError(
+            f"ollama_port and port are both {settings.port}: give the Ollama-compatible API a port of its own "
+            "(e.g. 11434), or 0 to turn it off."
+        )
+    try:
+        _check_port(settings.host, settings.ollama_port)
+    except ConfigError:
+        raise ConfigError(
+            f"Port {settings.ollama_port} on {settings.host} (ollama_port) is in use, perhaps by Ollama itself. "
+            "Stop that program, choose another port with QWENDESK_OLLAMA_PORT, or set it to 0."
+        ) from None
+
+
+class CompanionServer(uvicorn.Server):
+    """A second listener in the daemon's event loop: the main server owns the signals and the lifetime."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+async def serve_with_companion(main: uvicorn.Server, companion: uvicorn.Server | None) -> None:
+    """Serve the API; the companion starts once the API has started and stops as soon as it stops."""
+    if companion is None:
+        await main.serve()
+        return
+
+    async def follow() -> None:
+        while not main.started:
+            if main.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        serving = asyncio.create_task(companion.serve())
+        while not main.should_exit and not serving.done():
+            await asyncio.sleep(0.1)
+        companion.should_exit = True
+        await serving
+
+    follower = asyncio.create_task(follow())
+    try:
+        await main.serve()
+    finally:
+        main.should_exit = True
+        await follower
+
+
+def run_in_loop(main: Coroutine[Any, Any, None], config: uvicorn.Config) -> None:
+    """Run `main` in the event loop uvicorn would choose (uvloop when installed), as `Server.run` does."""
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+            runner.run(main)
+    else:  # pragma: no cover
+        asyncio.run(main)
+
+
 def _check_exposure(settings: Settings) -> None:
     """Refuse to listen beyond this machine without a token: the API can start models and read files."""
     if not is_loopback(settings.host) and not settings.token:
@@ -100,6 +165,7 @@ def serve(settings: Settings) -> int:
         raise AlreadyRunning(_already_running_message(settings)) from None
     try:
         _check_port(settings.host, settings.port)
+        _check_ollama_port(settings)
         log_path = setup_logging(settings)
         accel = accelerator.detect()
         supervisor = make_supervisor(settings)
@@ -115,6 +181,17 @@ def serve(settings: Settings) -> int:
             app, host=settings.host, port=settings.port, log_config=None, access_log=False, lifespan="on"
         )
         server = uvicorn.Server(config)
+        companion = None
+        if settings.ollama_port:
+            ollama = uvicorn.Config(
+                create_ollama_app(settings, manager),
+                host=settings.host,
+                port=settings.ollama_port,
+                log_config=None,
+                access_log=False,
+                lifespan="on",
+            )
+            companion = CompanionServer(ollama)
         info = {"pid": os.getpid(), "url": settings.url, "home": str(settings.data_dir), "log": str(log_path)}
         daemon_info_path(settings).write_text(json.dumps(info))
         log.info(
@@ -124,7 +201,11 @@ def serve(settings: Settings) -> int:
             settings.xinference_endpoint or f"embedded, {settings.supervisor_start} start",
             accel.name,
         )
-        server.run()
+        if companion is None:
+            server.run()
+        else:
+            log.info("Ollama-compatible API on %s", settings.ollama_url)
+            run_in_loop(serve_with_companion(server, companion), config)
         return 0 if server.started else 1
     finally:
         daemon_info_path(settings).unlink(missing_ok=True)

@@ -1,4 +1,5 @@
-"""The catalog of Qwen GGUF releases: names like `qwen2.5:1.5b-instruct-q4_k_m`, their hub files and sizes."""
+"""The catalog of GGUF releases (Qwen chat and vision models, embedders, rerankers): names like
+`qwen2.5:1.5b-instruct-q4_k_m`, their hub files and sizes, and the default model of each kind."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from .errors import BadRequest, NotFound
 from .files import human_size  # noqa: F401  (re-exported: part of the catalog listing API)
 
 SOURCES = ("modelscope", "huggingface")
+# Kinds a catalog names a default model for: served at /v1/embeddings, at /v1/rerank, chat with images (its
+# mmproj comes along). Other entries are "chat" or "code" (a label for the listing).
+DEFAULT_KINDS = ("embedding", "rerank", "vision")
 # Rough overhead of llama.cpp over the file size (compute buffers, mmap'd tokenizer, runtime).
 MEMORY_OVERHEAD = 1.2
 KV_BYTES_PER_VALUE = 2  # llama.cpp keeps the KV cache in f16 by default
@@ -38,7 +42,7 @@ class HubFile:
     file: str
     size: int | None = None
     sha256: str | None = None
-    role: str = "model"  # "model" (single file or a shard) or "mmproj"
+    role: str = "model"  # "model" (single file or a shard) or "mmproj" (the vision projector a model needs)
     approx_size: int | None = None
 
 
@@ -50,6 +54,7 @@ class Arch:
     kv_heads: int
     head_dim: int
     context_length: int
+    kv_cache: bool = True  # False for encoders (BERT, XLM-RoBERTa): llama.cpp gives them no KV cache
 
 
 @dataclass(frozen=True)
@@ -148,8 +153,22 @@ def _model(data: Mapping[str, Any]) -> CatalogModel:
 class Catalog:
     """All catalog models; resolves user-typed names to a Release."""
 
-    def __init__(self, models: list[CatalogModel]) -> None:
+    def __init__(self, models: list[CatalogModel], defaults: Mapping[str, str] | None = None) -> None:
         self.models = {m.name: m for m in models}
+        self.defaults = {kind: name.lower() for kind, name in (defaults or {}).items()}
+        for kind, name in self.defaults.items():
+            if kind not in DEFAULT_KINDS or self.models.get(name) is None or self.models[name].kind != kind:
+                raise BadCatalog(f"The catalog's default {kind} model {name!r} is not a {kind} model in it.")
+
+    def default_for(self, kind: str) -> Release:
+        """The release pulled when a feature needs a model of `kind` ("embedding", "rerank", "vision")."""
+        name = self.defaults.get(kind)
+        if name is None:
+            raise CatalogError(
+                f"The catalog names no default {kind} model; pull one by name (`qwendesk catalog`)."
+            )
+        model = self.models[name]
+        return Release(model, model.quants[model.default])
 
     def releases(self) -> Iterator[Release]:
         for model in self.models.values():
@@ -190,17 +209,27 @@ def parse_catalog(data: Mapping[str, Any], origin: str = "catalog") -> list[Cata
         raise BadCatalog(f"The catalog {origin} is malformed ({exc!r}). Fix or remove it.") from exc
 
 
+def parse_defaults(data: Mapping[str, Any], origin: str = "catalog") -> dict[str, str]:
+    """The `defaults` of a catalog document: kind -> model name (optional)."""
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping) or not all(isinstance(v, str) for v in defaults.values()):
+        raise BadCatalog(f"The catalog {origin} has malformed defaults ({defaults!r}). Fix or remove it.")
+    return dict(defaults)
+
+
 def load_catalog(extra: Path | None = None) -> Catalog:
-    """The built-in catalog, with entries from `extra` (a user's JSON file) added or replacing by name."""
+    """The built-in catalog, with entries (and defaults) from `extra` (a user's JSON file) added or replacing."""
     builtin = json.loads(resources.files(__package__).joinpath("catalog.json").read_text(encoding="utf-8"))
     models = {m.name: m for m in parse_catalog(builtin, "built into qwendesk")}
+    defaults = parse_defaults(builtin, "built into qwendesk")
     if extra is not None:
         try:
             data = json.loads(Path(extra).expanduser().read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise BadCatalog(f"Could not read the catalog file {extra}: {exc}.") from exc
         models.update({m.name: m for m in parse_catalog(data, str(extra))})
-    return Catalog(list(models.values()))
+        defaults.update(parse_defaults(data, str(extra)))
+    return Catalog(list(models.values()), defaults)
 
 
 def file_url(repo: str, file: str, source: str, endpoint: str) -> str:
@@ -214,7 +243,9 @@ def file_url(repo: str, file: str, source: str, endpoint: str) -> str:
 
 
 def kv_cache_bytes(arch: Arch, n_ctx: int) -> int:
-    """K and V for every layer and context position, f16."""
+    """K and V for every layer and context position, f16 (none for encoders)."""
+    if not arch.kv_cache:
+        return 0
     return 2 * arch.layers * arch.kv_heads * arch.head_dim * n_ctx * KV_BYTES_PER_VALUE
 
 

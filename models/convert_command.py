@@ -9,22 +9,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from .convert_output import CONVERT_TYPES, DIRECT_TYPES, QUANT_TYPES
 from .progress import ProgressBars
 
-CONVERT_TYPES = ("f16", "bf16", "f32", "q8_0", "q4_0", "q4_k_m", "q5_k_m")
-QUANTIZE_TYPES = ("q4_0", "q4_k_m", "q5_k_m", "q8_0")
-DIRECT_TYPES = ("f16", "bf16", "f32", "q8_0")  # written by the converter itself, no llama.cpp pass
 _TYPE_SUFFIX = re.compile(r"[-.](fp?32|fp?16|bf16|q\d(_\d|_k(_[sml])?)?)$", re.IGNORECASE)
-LANDED = "The daemon registers files in the models folder by itself; the model is ready to start and chat."
+LANDED = "The daemon registers files in the models folder by itself; the model is ready to start"
+USES = {"chat": " and chat.", "embedding": " and serve embeddings.", "rerank": " and rerank documents."}
 
 
 def add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert",
-        help="Convert a Hugging Face Qwen2 / Qwen2.5 / Qwen3 checkpoint into a GGUF in the models folder.",
-        description="Convert HF_DIR (config.json, *.safetensors, tokenizer.json, tokenizer_config.json) into a "
-        "GGUF, tensor by tensor. f16/bf16/f32/q8_0 need nothing else; q4_0, q4_k_m and q5_k_m use llama.cpp's "
-        "quantizer (pip install 'qwendesk[convert]').",
+        help="Convert a Hugging Face Qwen2 / Qwen2.5 / Qwen3 chat checkpoint or a BERT embedding model or "
+        "reranker into a GGUF in the models folder.",
+        description="Convert HF_DIR (config.json, *.safetensors, tokenizer.json, tokenizer_config.json; for "
+        "sentence-transformers models also modules.json and 1_Pooling/) into a GGUF, tensor by tensor. "
+        "f16/bf16/f32/q8_0 need nothing else; q4_0, q4_k_m and q5_k_m use llama.cpp's quantizer "
+        "(pip install 'qwendesk[convert]').",
     )
     parser.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="Folder of the Hugging Face checkpoint.")
     parser.add_argument(
@@ -54,7 +55,7 @@ def add_quantize(subparsers: argparse._SubParsersAction) -> None:
         help="Output file (default: <models folder>/<IN name>-<type>.gguf).",
     )
     parser.add_argument(
-        "--type", dest="qtype", choices=QUANTIZE_TYPES, default="q4_k_m", help="Default: q4_k_m."
+        "--type", dest="qtype", choices=QUANT_TYPES, default="q4_k_m", help="Default: q4_k_m."
     )
     parser.add_argument("--force", action="store_true", help="Replace OUT if it exists.")
     parser.add_argument("--allow-requantize", action="store_true", help="Quantize an already quantized file.")
@@ -99,7 +100,7 @@ def convert_command(args: argparse.Namespace, settings: Any) -> int:
         f"Converted {Path(args.hf_dir).name} ({result.n_params:,} parameters, {result.out_type}) to {result.path}"
     )
     if result.path.parent.resolve() in settings.model_folders:
-        print(LANDED)
+        print(LANDED + USES.get(result.kind, "."))
     return 0
 
 
@@ -121,5 +122,5 @@ def quantize_command(args: argparse.Namespace, settings: Any) -> int:
     size = out.stat().st_size / 1024**2
     print(f"Quantized {args.src.name} to {args.qtype}: {out} ({size:.1f} MiB)")
     if out.parent.resolve() in settings.model_folders:
-        print(LANDED)
+        print(LANDED + ".")
     return 0

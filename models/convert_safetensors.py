@@ -1,68 +1,65 @@
-"""Read a (sharded) safetensors checkpoint slice by slice, without torch and without loading it whole."""
+"""Read a (sharded) safetensors checkpoint with the `safetensors` library, a slice of rows at a time, without torch."""
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
+# numpy has no bfloat16: safetensors' numpy backend builds BF16 arrays with the dtype name "bfloat16", which
+# numpy only knows once ml_dtypes has registered it. Widening with ml_dtypes' astype is exact and measured
+# 2x faster than the uint16 << 16 bit trick (20 ms vs 41 ms for 16M values here).
+import ml_dtypes  # noqa: F401
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
+from .convert_output import read_json
 from .errors import ModelFileError
 
-# safetensors dtype -> numpy dtype of the stored bytes (bf16 is kept as uint16 and widened on read).
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64}
-_MAX_HEADER = 100 * 1024 * 1024
+FLOAT_DTYPES = ("F32", "F16", "BF16", "F64")
 
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """Where one tensor lives: file, dtype, shape and byte range of its data."""
+    """Where one tensor lives: its file, stored dtype (safetensors' name, e.g. "BF16") and shape."""
 
     name: str
     file: Path
     dtype: str
     shape: tuple[int, ...]
-    start: int  # absolute offset of the first byte in `file`
-    nbytes: int
 
     @property
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
 
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in FLOAT_DTYPES
 
-def _read_header(path: Path) -> list[TensorEntry]:
-    """The tensor table of one .safetensors file (an 8-byte length, then JSON)."""
+
+def _unreadable(path: Path, exc: Exception) -> ModelFileError:
+    return ModelFileError(f"{path} is not a readable safetensors file ({exc}). Download it again.")
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """safe_open with its errors (bad header, truncated file, I/O) turned into ModelFileError."""
     try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if length > _MAX_HEADER:
-                raise ValueError("header too large")
-            header = json.loads(fh.read(length))
-    except (OSError, ValueError, struct.error) as exc:
-        raise ModelFileError(
-            f"{path} is not a readable safetensors file ({exc}). Download it again."
-        ) from exc
-    base = 8 + length
-    entries = []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        entries.append(
-            TensorEntry(name, path, info["dtype"], tuple(info["shape"]), base + begin, end - begin)
-        )
-    return entries
+        handle = safe_open(str(path), framework="numpy")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _unreadable(path, exc) from exc
+    with handle as opened:  # leaving the block unmaps the file at once, not when it is garbage-collected
+        yield opened
 
 
 def checkpoint_files(hf_dir: Path) -> list[Path]:
     """The safetensors shards of a checkpoint, in the order of its index file when there is one."""
     index = hf_dir / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+        index_data = read_json(index)
+        weight_map = index_data.get("weight_map", {}) if isinstance(index_data, dict) else {}
         files = list(dict.fromkeys(weight_map.values()))
         missing = [f for f in files if not (hf_dir / f).is_file()]
         if missing:
@@ -85,58 +82,46 @@ def checkpoint_files(hf_dir: Path) -> list[Path]:
 
 
 class Checkpoint:
-    """All tensors of a checkpoint folder, read a slice of rows at a time (never a whole tensor at once)."""
+    """All tensors of a checkpoint folder, read a slice of rows at a time (never a whole tensor at once).
+
+    safetensors validates each header against its file (a truncated or corrupt shard fails here, before
+    anything is written) and memory-maps the file. The shard is opened for each slice and closed after it,
+    because the pages of an open mapping stay resident: holding the shards open grew the peak RSS of a
+    conversion to the size of the checkpoint, holding one open per tensor to 2x the largest tensor, while
+    reopening per slice costs a header parse (0.3 ms for a 37-tensor shard here) and keeps it near one slice.
+    """
 
     def __init__(self, hf_dir: Path) -> None:
         self.entries: dict[str, TensorEntry] = {}
-        self._files: dict[Path, BinaryIO] = {}
         for path in checkpoint_files(hf_dir):
-            size = path.stat().st_size
-            for entry in _read_header(path):
-                _check_entry(entry, size)
-                self.entries[entry.name] = entry
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for fh in self._files.values():
-            fh.close()
-        self._files.clear()
+            with _opened(path) as handle:
+                for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
+                    info = handle.get_slice(name)
+                    self.entries[name] = TensorEntry(name, path, info.get_dtype(), tuple(info.get_shape()))
 
     def __iter__(self) -> Iterator[TensorEntry]:
         return iter(self.entries.values())
 
     def read_rows(self, entry: TensorEntry, start: int, count: int) -> np.ndarray:
-        """Rows [start, start+count) of the tensor viewed as (rows, last dim), in the stored dtype."""
-        dtype = np.dtype(_DTYPES[entry.dtype])
+        """Rows [start, start+count) of the tensor viewed as (elements / last dim, last dim), as float32
+        (float16 stays float16)."""
         cols = entry.shape[-1] if entry.shape else 1
-        fh = self._files.get(entry.file) or self._files.setdefault(entry.file, entry.file.open("rb"))
-        fh.seek(entry.start + start * cols * dtype.itemsize)
-        data = fh.read(count * cols * dtype.itemsize)
-        if len(data) != count * cols * dtype.itemsize:
-            raise ModelFileError(f"{entry.file} ended early while reading {entry.name}; download it again.")
-        return np.frombuffer(data, dtype=dtype).reshape(count, cols)
+        with _opened(entry.file) as handle:
+            try:
+                if len(entry.shape) == 2:
+                    block = handle.get_slice(entry.name)[start : start + count]
+                else:  # 1-D norms and biases are small; >2-D tensors are sliced from the whole one
+                    block = np.asarray(handle.get_tensor(entry.name)).reshape(-1, cols)[start : start + count]
+            except (SafetensorError, OSError, ValueError, TypeError) as exc:
+                raise ModelFileError(
+                    f"{entry.file} could not be read at {entry.name} ({exc}); the file is damaged. "
+                    "Download it again."
+                ) from exc
+        return to_float(np.asarray(block).reshape(count, cols))
 
 
-def _check_entry(entry: TensorEntry, file_size: int) -> None:
-    """Refuse non-float dtypes and byte ranges that do not fit the shape or the file, before writing anything."""
-    if entry.dtype not in _DTYPES:
-        raise ModelFileError(
-            f"Tensor {entry.name} in {entry.file.name} has dtype {entry.dtype}; only float checkpoints "
-            "(F32, F16, BF16) can be converted. Use the original, unquantized checkpoint."
-        )
-    itemsize = np.dtype(_DTYPES[entry.dtype]).itemsize
-    if entry.nbytes != entry.n_elements * itemsize or entry.start + entry.nbytes > file_size:
-        raise ModelFileError(
-            f"Tensor {entry.name} does not fit {entry.file.name}; the file is truncated or corrupt. Download it again."
-        )
-
-
-def to_float(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Stored values as float32 (float16 stays float16); bf16 is the top half of a float32."""
-    if dtype == "BF16":
-        return (values.astype(np.uint32) << 16).view(np.float32)
-    if dtype == "F64":
-        return values.astype(np.float32)
-    return np.asarray(values)
+def to_float(values: np.ndarray) -> np.ndarray:
+    """float16 stays float16 (exact in the f16 output); bfloat16 and float64 become float32."""
+    if values.dtype in (np.float32, np.float16):
+        return values
+    return values.astype(np.float32)

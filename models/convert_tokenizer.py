@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gguf import GGUFWriter, SpecialVocab, TokenType
 
+from .convert_output import read_json
 from .errors import ModelFileError
 
 log = logging.getLogger(__name__)
@@ -57,13 +57,6 @@ def looks_special(token: str) -> bool:
     return (token.startswith("<|") and token.endswith("|>")) or token in ("<pad>", "<mask>")
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"Could not read {path} ({exc}). {TOKENIZER_FILES_HINT}") from exc
-
-
 def _split_regexes(pre_tokenizer: dict | None) -> list[str]:
     """The Split regexes of a (possibly nested) pre-tokenizer."""
     if not pre_tokenizer:
@@ -95,7 +88,7 @@ def load_vocab(hf_dir: Path, vocab_size: int) -> QwenVocab:
     path = hf_dir / "tokenizer.json"
     if not path.is_file():
         raise ModelFileError(f"No tokenizer.json in {hf_dir}. {TOKENIZER_FILES_HINT}")
-    tokenizer = _load_json(path)
+    tokenizer = read_json(path, TOKENIZER_FILES_HINT)
     check_tokenizer(tokenizer, path)
     by_id: dict[int, str] = {i: t for t, i in tokenizer["model"]["vocab"].items()}
     added = {a["id"]: a for a in tokenizer.get("added_tokens", [])}

@@ -43,6 +43,8 @@ EMBEDDING_ARCHITECTURES = frozenset(
 UNSERVABLE_ARCHITECTURES = frozenset({"wavtokenizer-dec"})
 # Hub pipeline tags of embedding models, as convert_hf_to_gguf copies them into general.tags.
 EMBEDDING_TAGS = frozenset({"sentence-similarity", "sentence-transformers", "feature-extraction"})
+# llama.cpp's /rerank formats a decoder reranker's input (e.g. Qwen3-Reranker) with this prompt from the file.
+RERANK_TEMPLATE_KEY = "tokenizer.chat_template.rerank"
 # gguf.PoolingType values (llama.cpp's llama_pooling_type), kept as ints: launch kwargs need ints.
 POOLING_NONE, POOLING_MEAN, POOLING_CLS, POOLING_LAST, POOLING_RANK = 0, 1, 2, 3, 4
 DEFAULT_CONTEXT = 2048  # Xinference's own default when a file states none
@@ -58,7 +60,8 @@ class Registration:
     context_length: int
     embedding: bool = False
     dimensions: int | None = None  # embedding models: length of one vector
-    pooling_type: int | None = None  # embedding models: how llama.cpp pools token states (POOLING_*)
+    pooling_type: int | None = None  # embedding models and rerankers: how llama.cpp pools (POOLING_*)
+    rerank: bool = False  # a reranker: scores (query, document) pairs, launched with POOLING_RANK
 
     @property
     def chat(self) -> bool:
@@ -66,16 +69,38 @@ class Registration:
 
     @property
     def kind(self) -> str:
-        """'embedding' (served at /v1/embeddings) or 'chat' (chat and completions, incl. generate-only)."""
-        return "embedding" if self.embedding else "chat"
+        """'embedding' (/v1/embeddings), 'rerank' (/v1/rerank) or 'chat' (chat and completions, incl.
+        generate-only)."""
+        return "rerank" if self.rerank else "embedding" if self.embedding else "chat"
+
+
+def is_reranker(info: GGUFInfo) -> bool:
+    """A reranker (cross-encoder scoring query/document pairs) rather than an embedder or a chat model.
+
+    llama.cpp's converter marks Qwen3-Reranker (`qwen3`) with pooling type rank and the labels
+    ["yes", "no"]. BERT / XLM-RoBERTa cross-encoders (bge-reranker-v2-m3: `bert`) get no pooling type, only
+    `<arch>.classifier.output_labels` with their one score (converters since mid-2025); older files carry
+    just the `cls.output` tensor, which GGUFInfo does not list, so for encoders the name is the last hint.
+    """
+    if info.pooling_type == POOLING_RANK:
+        return True
+    arch = info.architecture or ""
+    if arch not in EMBEDDING_ARCHITECTURES:
+        return False
+    labels = info.metadata.get(f"{arch}.classifier.output_labels")
+    if isinstance(labels, list) and len(labels) == 1:
+        return True
+    return "rerank" in f"{info.name or ''} {info.path.name}".lower()
 
 
 def is_embedding(info: GGUFInfo) -> bool:
     """An embedding model: an encoder architecture, a pooling type in the file, or tagged as one.
 
     Qwen3-Embedding GGUFs are architecture `qwen3` (like the chat models) with `qwen3.pooling_type` =
-    last; chat GGUFs carry no pooling type.
+    last; chat GGUFs carry no pooling type. Rerankers are not embedding models (see is_reranker).
     """
+    if is_reranker(info):
+        return False
     if (info.architecture or "") in EMBEDDING_ARCHITECTURES:
         return True
     if info.pooling_type not in (None, POOLING_NONE):
@@ -123,11 +148,8 @@ def registration_for(info: GGUFInfo, *, has_mmproj: bool = False) -> Registratio
         raise ModelFileError(
             f"'{info.path.name}' is a '{arch}' model (not text chat or embeddings), which qwendesk cannot serve."
         )
-    if info.pooling_type == POOLING_RANK:
-        raise ModelFileError(
-            f"'{info.path.name}' is a reranker (pooling type 'rank'); qwendesk serves chat and embedding "
-            "models only."
-        )
+    if is_reranker(info):
+        return _rerank_registration(info, arch, context)
     if is_embedding(info):
         if not info.embedding_length:
             raise ModelFileError(
@@ -155,3 +177,20 @@ def registration_for(info: GGUFInfo, *, has_mmproj: bool = False) -> Registratio
     if vision and "vision" in builtin:
         abilities.append("vision")
     return Registration(family, template, tuple(abilities), context)
+
+
+def _rerank_registration(info: GGUFInfo, arch: str, context: int) -> Registration:
+    """Rerankers are launched with rank pooling; a decoder one also needs its rerank prompt in the file."""
+    if arch not in EMBEDDING_ARCHITECTURES and not isinstance(info.metadata.get(RERANK_TEMPLATE_KEY), str):
+        raise ModelFileError(
+            f"'{info.path.name}' is a '{arch}' reranker without its rerank prompt ({RERANK_TEMPLATE_KEY}), so "
+            "llama.cpp would score unformatted text. Use a GGUF made by llama.cpp's convert_hf_to_gguf.py."
+        )
+    return Registration(
+        f"custom-{arch or 'unknown'}-rerank",
+        None,
+        ("rerank",),
+        context,
+        rerank=True,
+        pooling_type=POOLING_RANK,
+    )

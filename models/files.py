@@ -101,6 +101,8 @@ def atomic_output(out: Path, *, force: bool = False, what: str | None = None) ->
     part = part_path(out)
     try:
         yield part
+        with part.open("rb+") as fh:  # on disk before the rename, so a crash never leaves a torn model
+            os.fsync(fh.fileno())
         os.replace(part, out)
     except BaseException as exc:
         # Asked before the part is deleted: deleting it frees the space a short write is judged by.

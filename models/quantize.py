@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import shutil
 import threading
 from pathlib import Path
 from types import ModuleType
 
 from gguf import GGMLQuantizationType, GGUFReader, LlamaFileType
 
+from .convert_output import QUANT_TYPES as QUANT_TYPE_NAMES
 from .convert_output import ProgressFn
-from .errors import BadRequest, MissingDependency, ModelFileError
-from .files import atomic_output, ensure_free_space, refuse_existing
+from .errors import BadRequest, MissingDependency, ModelFileError, NotEnoughSpace
+from .files import atomic_output, ensure_free_space, human_size, refuse_existing
 
 # CLI name -> llama_ftype (gguf's LlamaFileType mirrors llama.h, so no llama_cpp import is needed here).
 QUANT_TYPES = {
@@ -21,6 +23,7 @@ QUANT_TYPES = {
     "q5_k_m": LlamaFileType.MOSTLY_Q5_K_M,
     "q8_0": LlamaFileType.MOSTLY_Q8_0,
 }
+assert tuple(QUANT_TYPES) == QUANT_TYPE_NAMES
 # Upper bounds of output size / f16 size, for the disk-space check (embeddings may stay at 6 bits).
 SIZE_BOUND = {"q4_0": 0.45, "q4_k_m": 0.5, "q5_k_m": 0.55, "q8_0": 0.6}
 SOURCE_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
@@ -107,6 +110,13 @@ def run_quantizer(
     if isinstance(outcome, BaseException):
         raise outcome
     if outcome != 0:
+        # llama.cpp drops the errno: a write that stopped where the disk ran out is a full disk.
+        written = dst.stat().st_size if dst.exists() else 0
+        if shutil.disk_usage(dst.parent).free < expected - written:
+            raise NotEnoughSpace(
+                f"The disk filled up while quantizing {src.name}: the partial output was deleted. Free up "
+                f"about {human_size(expected - written)} or choose an --out on another disk, then try again."
+            )
         raise ModelFileError(
             f"llama.cpp could not quantize {src} (error {outcome}); its error is printed above "
             "(--verbose shows the whole log). Check that llama.cpp supports the model's architecture."

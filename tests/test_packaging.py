@@ -167,6 +167,7 @@ def test_rooms_import_only_downwards(room: str, forbidden: tuple[str, ...]) -> N
 def test_every_package_data_pattern_matches_a_file() -> None:
     setuptools = _pyproject()["tool"]["setuptools"]
     for package, patterns in setuptools["package-data"].items():
-        folder = REPO / setuptools["package-dir"][package]
+        top, _, rest = package.removeprefix("qwendesk.").partition(".")
+        folder = REPO / setuptools["package-dir"][f"qwendesk.{top}"] / rest.replace(".", "/")
         for pattern in patterns:
             assert list(folder.glob(pattern)), f"{package}: {pattern} matches nothing in {folder}"

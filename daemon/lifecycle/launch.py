@@ -42,8 +42,8 @@ class Engine:
 class LaunchPlan:
     """What Xinference's `launch` is given for one model, and what the daemon keeps from it."""
 
-    model_type: str  # Xinference's spelling: "LLM" or "embedding"
-    model_size: int | str | None  # embedding registrations carry no size
+    model_type: str  # Xinference's spelling: "LLM", "embedding" or "rerank"
+    model_size: int | str | None  # embedding and rerank registrations carry no size
     quantization: str
     engine_kwargs: dict[str, Any]  # llama.cpp settings (xllamacpp CommonParams fields) and Xinference's own
     n_ctx: int  # context per request
@@ -83,14 +83,15 @@ def launch_plan(
     }
     kind = model_type(files)
     reg, info = files.registration, files.info
-    if kind == "embedding":
-        # One input is embedded in a single llama.cpp batch: cap each slot's context at the trained one
-        # and make the batch sizes match it, else long inputs fail.
+    if kind in ("embedding", "rerank"):
+        # One input (a reranker's: query + document) is pooled in a single llama.cpp batch: cap each slot's
+        # context at the trained one and make the batch sizes match it, else long inputs fail.
         if info is not None and info.context_length:
             per_request = min(per_request, info.context_length)
         kwargs.update(n_ctx=per_request * slots, n_batch=per_request, n_ubatch=per_request)
         if reg is not None:
-            kwargs["pooling_type"] = reg.pooling_type  # Xinference's embedder would force `last`
+            # Xinference's embedder would force `last`; a reranker's is rank (llama-server's --reranking).
+            kwargs["pooling_type"] = reg.pooling_type
     elif files.mmproj:
         kwargs["multimodal_projector"] = str(files.mmproj.resolve())
     engine = Engine.new() if direct else None
@@ -100,7 +101,7 @@ def launch_plan(
     assert info is not None and info.quantization, "only registrable models are launched"
     return LaunchPlan(
         model_type=kind,
-        model_size=None if kind == "embedding" else size_in_billions(info),
+        model_size=None if kind in ("embedding", "rerank") else size_in_billions(info),
         quantization=info.quantization,
         engine_kwargs=kwargs,
         n_ctx=per_request,

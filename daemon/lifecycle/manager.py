@@ -29,8 +29,12 @@ from .launch import LaunchPlan, launch_plan
 log = logging.getLogger(__name__)
 
 GiB = 2**30
+# How long a failed engine's terminate waits for Xinference to finish restarting it, and how often it asks.
+DROP_ENGINE_TIMEOUT, DROP_ENGINE_RETRY = 120.0, 0.5
 # What a /v1 route asks a model to do; each kind of model serves one of them.
-Service = Literal["chat", "embeddings"]
+Service = Literal["chat", "embeddings", "rerank"]
+# The route each kind of model serves, for the message that refuses a request of another kind.
+_SERVES = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,9 @@ class ModelManager:
         self.folders = FolderSync(self)
         self.keep_alive = KeepAlive(self)
         self._registered: dict[str, str] = {}  # name -> Xinference model type it is registered as
+        # In error because their engine died while running (the next request relaunches them), with the uid
+        # Xinference may still hold for the dead process until it is dropped.
+        self._crashed: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         supervisor.on_state_change = self._on_supervisor_state
         supervisor.on_restarted = self._on_supervisor_restarted
@@ -165,6 +172,8 @@ class ModelManager:
 
     async def _terminate(self, entry: ModelEntry) -> None:
         """Stop the model in Xinference if it runs (caller holds entry.lock)."""
+        await self._drop_dead_engine(entry)
+        self._crashed.pop(entry.name, None)
         if entry.uid and self.supervisor.client is not None:
             self._set(entry, ModelState.STOPPING)
             with suppress(QwendeskError):
@@ -260,6 +269,7 @@ class ModelManager:
                 self._check_memory(entry, plan)
             self._set(entry, ModelState.STARTING)
             try:
+                await self._drop_dead_engine(entry)  # before the launch: the uid is the same
                 entry.uid = await self._launch(entry, plan)
             except QwendeskError as exc:
                 entry.uid = None
@@ -272,6 +282,7 @@ class ModelManager:
                 raise QwendeskError(message) from exc
             entry.options, entry.on_demand, entry.n_ctx = options, on_demand, plan.n_ctx
             entry.engine, entry.last_used = plan.engine, time.monotonic()
+            self._crashed.pop(entry.name, None)
             self._set(entry, ModelState.RUNNING)
 
     async def _launch(self, entry: ModelEntry, plan: LaunchPlan) -> str:
@@ -313,6 +324,8 @@ class ModelManager:
     async def stop(self, name: str) -> ModelView:
         entry = self.find(name)
         async with entry.lock:
+            await self._drop_dead_engine(entry)
+            self._crashed.pop(entry.name, None)
             if entry.state == ModelState.ERROR and not entry.uid:
                 entry.error = None
                 self._set(entry, ModelState.AVAILABLE)
@@ -329,18 +342,24 @@ class ModelManager:
 
     # ---- use by the /v1 routes -------------------------------------------------------------------
     def check_serves(self, entry: ModelEntry, service: Service, path: str) -> None:
-        """Refuse, before starting anything, a request the model cannot answer (chat vs embeddings)."""
+        """Refuse, before starting anything, a request the model cannot answer (chat, embeddings, rerank)."""
         reg = entry.files.registration
         if reg is None:
             return  # an unusable file: `using` explains why
         if service == "embeddings" and reg.kind != "embedding":
             raise BadRequest(
-                f"{entry.name} does not serve embeddings: it is a chat model. Use an embedding model for "
-                "/v1/embeddings."
+                f"{entry.name} does not serve embeddings: it is a {_kind_name(reg.kind)}. Use an embedding model "
+                "for /v1/embeddings."
             )
-        if service == "chat" and reg.kind == "embedding":
+        if service == "rerank" and reg.kind != "rerank":
             raise BadRequest(
-                f"{entry.name} is an embedding model: it serves /v1/embeddings only. Use a chat model for {path}."
+                f"{entry.name} does not rerank: it is a {_kind_name(reg.kind)}. Use a reranker (e.g. "
+                f"bge-reranker-v2-m3 or Qwen3-Reranker GGUF) for {path}."
+            )
+        if service == "chat" and reg.kind != "chat":
+            raise BadRequest(
+                f"{entry.name} is a {_kind_name(reg.kind)}: it serves {_SERVES[reg.kind]} only. Use a chat "
+                f"model for {path}."
             )
 
     @asynccontextmanager
@@ -349,11 +368,12 @@ class ModelManager:
         entry = self.find(model_id)
         self.check_serves(entry, service, path)
         if entry.state != ModelState.RUNNING:
-            if entry.state == ModelState.ERROR or entry.files.error:
+            crashed = entry.state == ModelState.ERROR and entry.name in self._crashed
+            if (entry.state == ModelState.ERROR and not crashed) or entry.files.error:
                 raise Conflict(f"{entry.name} is in error: {entry.error or entry.files.error}")
-            if not self.settings.auto_start and entry.state != ModelState.STARTING:
+            if not self.settings.auto_start and entry.state != ModelState.STARTING and not crashed:
                 raise Conflict(f"{entry.name} is not running. Start it with `qwendesk start {entry.name}`.")
-            on_demand = entry.on_demand if entry.state == ModelState.STARTING else True
+            on_demand = entry.on_demand if entry.state == ModelState.STARTING or crashed else True
             await self._start(entry, entry.options, on_demand)
         endpoint = await self._endpoint(entry)
         entry.busy += 1
@@ -363,6 +383,53 @@ class ModelManager:
             entry.busy -= 1
             entry.last_used = self.last_activity = time.monotonic()
 
+    def engine_failed(self, endpoint: Endpoint, reason: str) -> None:
+        """A request found the model's own engine dead (refused, or cut off mid-answer): show the model in
+        error with the cause, drop what Xinference still holds of it, and let the next request launch it."""
+        entry = self.models.get(endpoint.name)
+        if entry is None or entry.state != ModelState.RUNNING or not self._is_current(entry, endpoint):
+            return  # already noticed by another request, or relaunched since
+        uid, entry.uid, entry.relaunch = entry.uid, None, False
+        self._crashed[entry.name] = uid
+        log.warning("the engine of %s failed: %s", entry.name, reason)
+        self._set(
+            entry,
+            ModelState.ERROR,
+            f"The engine of {entry.name} stopped unexpectedly ({reason}). The next request starts it again; "
+            f"if it keeps failing, see the logs in {self.settings.log_dir}.",
+        )
+        self.spawn(self._drop_engine(entry), f"drop engine of {entry.name}")
+
+    def _is_current(self, entry: ModelEntry, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` is the model's own engine as it runs now (not one replaced since).
+
+        Through a remote Xinference's API a failure may be Xinference's, which its supervisor watches."""
+        return entry.engine is not None and entry.engine.url == endpoint.url
+
+    async def _drop_engine(self, entry: ModelEntry) -> None:
+        async with entry.lock:
+            await self._drop_dead_engine(entry)
+
+    async def _drop_dead_engine(self, entry: ModelEntry) -> None:
+        """Terminate a dead engine's model in Xinference (caller holds entry.lock), so a relaunch gets a fresh
+        process, port and key rather than a "uid taken".
+
+        Xinference's worker restarts a model process that died and refuses a terminate while that runs
+        ("... is launching"): wait it out."""
+        uid = self._crashed.get(entry.name)
+        deadline = time.monotonic() + DROP_ENGINE_TIMEOUT
+        while uid is not None and self.supervisor.client is not None:
+            try:
+                await self.supervisor.client.terminate(uid)
+                break
+            except QwendeskError as exc:
+                if "launching" not in exc.message or time.monotonic() > deadline:
+                    log.warning("could not drop the failed engine of %s: %s", entry.name, exc.message)
+                    break
+            await asyncio.sleep(DROP_ENGINE_RETRY)
+        if entry.name in self._crashed:
+            self._crashed[entry.name] = None
+
     async def _endpoint(self, entry: ModelEntry) -> Endpoint:
         """The model's own llama-server when we launched it (stops on disconnect), else Xinference's API."""
         client = self.supervisor.client
@@ -371,3 +438,7 @@ class ModelManager:
         if entry.engine is not None:
             return Endpoint(entry.name, entry.engine.url, entry.engine.headers, send_as=None)
         return Endpoint(entry.name, client.endpoint, await client.fresh_headers(), send_as=entry.uid)
+
+
+def _kind_name(kind: str) -> str:
+    return {"chat": "chat model", "embedding": "embedding model", "rerank": "reranker"}.get(kind, kind)

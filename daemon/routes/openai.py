@@ -1,7 +1,8 @@
 """The OpenAI-compatible API at /v1: models, chat completions, completions, embeddings.
 
-Requests are forwarded byte for byte to the model's engine and responses streamed straight back; only the
-`model` field of responses is rewritten to the qwendesk name. A stopped model is started on demand.
+A request is checked against the shape OpenAI accepts (`openai_checks`: a 400 naming the field), then
+forwarded byte for byte to the model's engine and the response streamed straight back; only the `model`
+field of responses is rewritten to the qwendesk name. A stopped model is started on demand.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 
 from ..schemas import ModelView
 from .proxy import forward, new_http_client
+from .tool_calls import forward_chat
 
 
 @asynccontextmanager
@@ -28,6 +30,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 router = APIRouter(prefix="/v1", tags=["openai"], lifespan=_lifespan)
 
+# What a registration's abilities let a client do, in /v1/models' words.
+_CAPABILITIES = {"chat": "chat", "generate": "completions", "tools": "tools", "vision": "vision",
+                 "audio": "audio", "embed": "embeddings", "rerank": "rerank"}  # fmt: skip
+
+
+def _capabilities(view: ModelView) -> list[str]:
+    """What the model can do: chat, completions, embeddings, rerank, vision, audio, tools."""
+    return [_CAPABILITIES[a] for a in view.abilities if a in _CAPABILITIES]
+
 
 def _model_object(view: ModelView) -> dict[str, Any]:
     """A model as OpenAI lists it, plus qwendesk's state and context (extra keys clients ignore)."""
@@ -41,6 +52,7 @@ def _model_object(view: ModelView) -> dict[str, Any]:
         "parameters": view.parameters,
         "quantization": view.quantization,
         "context_length": view.n_ctx or view.context_length,
+        "capabilities": _capabilities(view),
         "error": view.error,
     }
 
@@ -59,7 +71,8 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    return await forward(request, "/v1/chat/completions", "chat")
+    # A forced tool choice is constrained in tool_calls.py; any other request goes to forward() unchanged.
+    return await forward_chat(request, "/v1/chat/completions")
 
 
 @router.post("/completions")

@@ -22,7 +22,8 @@ from ..errors import (
     describe_problems,
 )
 
-MODEL_TYPES = ("LLM", "embedding")  # the custom-model kinds qwendesk registers (Xinference's spelling)
+# The custom-model kinds qwendesk registers (Xinference's spelling).
+MODEL_TYPES = ("LLM", "embedding", "rerank")
 # Loading a model spawns a process that imports torch before llama.cpp even starts; be generous.
 LAUNCH_TIMEOUT = 900.0
 # Xinference's JWTs live 30 minutes; log in again a little before that.
@@ -179,7 +180,7 @@ class XinferenceClient:
         await self.request("GET", "/v1/models", admin=True)
 
     async def register(self, model_type: str, spec: dict[str, Any], persist: bool = False) -> None:
-        """Register a custom model of `model_type` ("LLM" or "embedding"); one of that name is replaced."""
+        """Register a custom model of `model_type` (one of MODEL_TYPES); one of that name is replaced."""
         path = _registrations(model_type)
         body = {"model": json.dumps(spec), "persist": persist}
         try:

@@ -19,13 +19,13 @@ from qwendesk.models.gguf_info import GGUFInfo
 
 @lru_cache(maxsize=1)
 def reserved_names() -> frozenset[str]:
-    """Xinference's built-in LLM and embedding names: registering one of them again is refused (400)."""
+    """Xinference's built-in LLM, embedding and rerank names: registering one of them again is refused (400)."""
     spec = importlib.util.find_spec("xinference")  # locates the package without importing it
     if not spec or not spec.submodule_search_locations:
         return frozenset()
     names = set()
     root = Path(next(iter(spec.submodule_search_locations))) / "model"
-    for f in [*(root / "llm" / "models").glob("*.json"), *(root / "embedding" / "models").glob("*.json")]:
+    for f in [p for kind in ("llm", "embedding", "rerank") for p in (root / kind / "models").glob("*.json")]:
         try:
             data = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -62,9 +62,10 @@ def _part(path: Path) -> str:
 
 
 def model_type(model: ModelFiles) -> str:
-    """Xinference's model type for a registrable model: "embedding" or "LLM" (its URL spelling)."""
+    """Xinference's model type for a registrable model: "embedding", "rerank" or "LLM" (its URL spelling)."""
     reg = model.registration
-    return "embedding" if reg is not None and reg.kind == "embedding" else "LLM"
+    kind = reg.kind if reg is not None else "chat"
+    return kind if kind in ("embedding", "rerank") else "LLM"
 
 
 def _file_spec(model: ModelFiles, info: GGUFInfo) -> dict[str, Any]:
@@ -93,6 +94,8 @@ def registration_spec(model: ModelFiles) -> dict[str, Any]:
     reg, info = model.registration, model.info
     if reg.kind == "embedding":
         return _embedding_spec(model, info, reg)
+    if reg.kind == "rerank":
+        return _rerank_spec(model, info, reg)
     spec = {"model_size_in_billions": size_in_billions(info), **_file_spec(model, info)}
     if model.mmproj:
         spec["multimodal_projectors"] = [model.mmproj.name]
@@ -119,6 +122,25 @@ def _embedding_spec(model: ModelFiles, info: GGUFInfo, reg: Registration) -> dic
         "dimensions": reg.dimensions,
         "max_tokens": reg.context_length,
         "language": ["en", "zh"],
+        "model_description": f"{info.name or model.file.name} ({info.size_label or '?'}, {info.quantization})",
+        "model_specs": [_file_spec(model, info)],
+    }
+
+
+def _rerank_spec(model: ModelFiles, info: GGUFInfo, reg: Registration) -> dict[str, Any]:
+    """A custom rerank model (`xinference/model/rerank/core.py` RerankModelFamilyV2); Xinference serves a
+    ggufv2 spec only with its llama.cpp engine (`rerank/llama_cpp/core.py`, rank pooling).
+
+    `type` is stated: left "unknown", the launch guesses it by loading a Hugging Face tokenizer from the
+    model's folder, which a GGUF folder does not have (the launch fails). Only its sentence-transformers
+    engine reads it.
+    """
+    return {
+        "version": 2,
+        "model_name": model.name,
+        "type": "normal",
+        "language": ["en", "zh"],
+        "max_tokens": reg.context_length,
         "model_description": f"{info.name or model.file.name} ({info.size_label or '?'}, {info.quantization})",
         "model_specs": [_file_spec(model, info)],
     }

@@ -128,7 +128,7 @@ async def test_client_registers_launches_and_unregisters_by_model_type() -> None
     assert "model_size_in_billions" not in launches[0] and launches[0]["model_engine"] == "llama.cpp"
     assert launches[1]["model_type"] == "LLM" and launches[1]["model_size_in_billions"] == "0_5"
     with pytest.raises(ValueError, match="model_type"):
-        await client.register("rerank", {"model_name": "r"})
+        await client.register("image", {"model_name": "r"})
 
 
 @pytest.mark.e2e

@@ -61,6 +61,44 @@ def test_unknown_model_and_bad_bodies_get_openai_errors(daemon: DaemonProcess) -
     assert_openai_error(bad, 400, "json")
 
 
+def test_requests_openai_refuses_get_its_400_before_a_model_starts(daemon: DaemonProcess) -> None:
+    daemon.wait_for(lambda c: daemon.model(SMOLLM2_NAME), what="SmolLM2 to be listed")
+    if daemon.model(SMOLLM2_NAME)["state"] == "running":
+        daemon.client.stop(SMOLLM2_NAME)
+    cases = {
+        "messages": {"messages": []},
+        "messages[0].role": {"messages": [{"role": "wizard", "content": "hi"}]},
+        "messages[0].content": {"messages": [{"role": "user", "content": 7}]},
+        "temperature": {"messages": HELLO, "temperature": 2.5},
+        "max_tokens": {"messages": HELLO, "max_tokens": 0},
+        "stop": {"messages": HELLO, "stop": ["a", "b", "c", "d", "e"]},
+        "stream": {"messages": HELLO, "stream": "yes"},
+    }
+    for param, change in cases.items():
+        r = post(daemon, "/v1/chat/completions", {"model": SMOLLM2_NAME, **change})
+        error = assert_openai_error(r, 400, param)
+        assert error["param"] == param and error["type"] == "invalid_request_error", error
+    r = post(daemon, "/v1/embeddings", {"model": SMOLLM2_NAME, "input": []})
+    assert assert_openai_error(r, 400, "input")["param"] == "input"
+    assert daemon.model(SMOLLM2_NAME)["state"] == "available"  # refused before anything started
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_context_overflow_is_context_length_exceeded(daemon: DaemonProcess, path: str, stream: bool) -> None:
+    daemon.client.start(SMOLLM2_NAME)
+    n_ctx = daemon.model(SMOLLM2_NAME)["n_ctx"]
+    text = "hello " * (n_ctx + 500)  # a token a word: over the context whatever the template adds
+    body = {"model": SMOLLM2_NAME, "max_tokens": 4, "stream": stream}
+    body |= {"messages": [{"role": "user", "content": text}]} if "chat" in path else {"prompt": text}
+    r = post(daemon, path, body)  # a stream that overflows must answer at once, never hang
+    error = assert_openai_error(r, 400, "context", "--n-ctx")
+    assert error["code"] == "context_length_exceeded" and error["type"] == "invalid_request_error"
+    assert r.headers["content-type"].startswith("application/json")
+    ok = post(daemon, path, {**body, **({"messages": HELLO} if "chat" in path else {"prompt": "Hi"})})
+    assert ok.status_code == 200, ok.text  # the engine is fine afterwards
+
+
 def test_stopped_model_starts_on_demand_and_answers_non_streaming(daemon: DaemonProcess) -> None:
     daemon.wait_for(lambda c: daemon.model(SMOLLM2_NAME), what="SmolLM2 to be listed")
     if daemon.model(SMOLLM2_NAME)["state"] == "running":

@@ -72,8 +72,11 @@ def test_disconnect_mid_stream_stops_the_engine(daemon: DaemonProcess) -> None:
 
 
 def test_disconnect_while_waiting_for_a_non_streamed_answer_stops_the_engine(daemon: DaemonProcess) -> None:
-    """llama-server notices the closed connection of a non-streamed request less promptly than a streamed one
-    (under 1 s streamed; ~30 s seen on a busy CI machine), so it gets a generation far longer than that."""
+    """llama-server checks a non-streamed request's connection once a second (measured: idle ~1 s after the
+    close with one slot); the budget below is far under the generation it was given, even on a busy machine.
+
+    Known limit, not tested here: with several slots, that check waits for a second in which no request
+    produced a result, so another request streaming meanwhile delays it until that one pauses or ends."""
     daemon.client.stop(SMOLLM2_NAME)
     daemon.client.start(SMOLLM2_NAME, n_ctx=16384)
     try:
@@ -81,9 +84,9 @@ def test_disconnect_while_waiting_for_a_non_streamed_answer_stops_the_engine(dae
         body = {**LONG, "stream": False, "max_tokens": 16000}  # >= 2 minutes of decoding on this machine
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(daemon.url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=2.0))
-        deadline = time.monotonic() + 90
+        left = time.monotonic()
         while (now := load(0.5)) >= IDLE:
-            assert time.monotonic() < deadline, (
+            assert time.monotonic() - left < 20, (
                 f"a non-streamed generation kept running after the client left ({now:.2f} CPU s/s)"
             )
     finally:

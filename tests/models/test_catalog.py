@@ -11,6 +11,7 @@ import pytest
 from qwendesk.daemon.config import load_settings
 from qwendesk.models.catalog import (
     BadCatalog,
+    Catalog,
     CatalogError,
     estimate_memory,
     file_url,
@@ -33,6 +34,8 @@ ISSUE_MODELS = [
     "qwen3:4b",
     "qwen3:8b",
     "qwen2.5-vl:3b-instruct",
+    "qwen3-embedding:0.6b",
+    "bge-reranker:v2-m3",
 ]
 
 
@@ -86,6 +89,8 @@ def test_only_sourced_checksums_are_present(catalog):
         "qwen2.5-1.5b-instruct-q4_k_m.gguf",
         "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf",
         "mmproj-Qwen2.5-VL-3B-Instruct-Q8_0.gguf",
+        "Qwen3-Embedding-0.6B-Q8_0.gguf",
+        "bge-reranker-v2-m3-Q4_K_M.gguf",
     }
 
 
@@ -193,3 +198,95 @@ def test_catalog_command_table(capsys):
     out = capsys.readouterr().out
     assert "qwen2.5:1.5b-instruct-q4_k_m *" in out and "qwen2.5-vl:3b-instruct-q8_0" in out
     assert "FITS" in out and "estimate" in out
+
+
+# ---- embedders, rerankers and vision ------------------------------------------------------------
+def test_default_model_of_each_kind(catalog):
+    embedding, rerank, vision = (catalog.default_for(k) for k in ("embedding", "rerank", "vision"))
+    assert (embedding.name, embedding.model.kind) == ("qwen3-embedding:0.6b-q8_0", "embedding")
+    assert embedding.main_file == "Qwen3-Embedding-0.6B-Q8_0.gguf"
+    assert embedding.model.repo("huggingface") == "Qwen/Qwen3-Embedding-0.6B-GGUF"
+    assert (rerank.name, rerank.model.kind) == ("bge-reranker:v2-m3-q4_k_m", "rerank")
+    assert rerank.model.repo("modelscope") == "gpustack/bge-reranker-v2-m3-GGUF"
+    assert (vision.name, vision.model.kind) == ("qwen2.5-vl:3b-instruct-q4_k_m", "vision")
+    with pytest.raises(CatalogError, match="no default chat model"):
+        catalog.default_for("chat")
+
+
+def test_encoder_estimate_has_no_kv_cache(catalog):
+    """llama.cpp runs BERT-style rerankers without a KV cache; decoder embedders (Qwen3) do have one."""
+    rerank = catalog.resolve("bge-reranker:v2-m3")
+    assert kv_cache_bytes(rerank.model.arch, 4096) == 0
+    assert estimate_memory(rerank, 4096) == int(rerank.size * 1.2)
+    assert kv_cache_bytes(catalog.resolve("qwen3-embedding:0.6b").model.arch, 4096) > 0
+
+
+def test_user_catalog_can_change_defaults_and_bad_defaults_are_refused(tmp_path):
+    extra = tmp_path / "mine.json"
+    entry = {
+        "name": "mine-embed:1b",
+        "kind": "embedding",
+        "repos": {"huggingface": "me/Mine-GGUF"},
+        "arch": {"layers": 2, "kv_heads": 1, "head_dim": 8, "context_length": 512},
+        "default": "q8_0",
+        "quantizations": {"q8_0": {"size": 1000, "files": [{"file": "mine.gguf"}]}},
+    }
+    extra.write_text(json.dumps({"defaults": {"embedding": "mine-embed:1b"}, "models": [entry]}))
+    catalog = load_catalog(extra)
+    assert catalog.default_for("embedding").name == "mine-embed:1b-q8_0"
+    assert catalog.default_for("rerank").name == "bge-reranker:v2-m3-q4_k_m"  # the rest stays built in
+    extra.write_text(json.dumps({"defaults": {"rerank": "mine-embed:1b"}, "models": [entry]}))
+    with pytest.raises(BadCatalog, match="default rerank model 'mine-embed:1b' is not a rerank model"):
+        load_catalog(extra)
+
+
+def _unpinned(catalog: Catalog, name: str) -> Catalog:
+    """`name` as in the catalog (repo, file names, roles) but without sizes and checksums, so a local hub
+    can serve small stand-in files under the real names."""
+    from dataclasses import replace
+
+    model = catalog.models[name]
+    bare = {
+        "quants": {k: replace(q, files=tuple(replace(f, size=None, sha256=None) for f in q.files))
+                   for k, q in model.quants.items()},
+        "extra_files": tuple(replace(f, size=None, sha256=None) for f in model.extra_files),
+    }  # fmt: skip
+    return Catalog([replace(model, **bare)])
+
+
+def test_pulling_the_vision_entry_leaves_a_launchable_pair(catalog, hub_server, monkeypatch, tmp_path):
+    """The VL release brings its mmproj: both land in the models folder, and the scan pairs them (vision)."""
+    from qwendesk.models.download import pull
+    from qwendesk.models.errors import DownloadError
+    from qwendesk.models.folder import scan
+    from tests.fixtures.synthetic import write_minimal_gguf
+
+    monkeypatch.setenv("QWENDESK_HUGGINGFACE_ENDPOINT", hub_server.url)
+    monkeypatch.setenv("QWENDESK_CATALOG_SOURCE", "huggingface")
+    settings = load_settings()
+    release = catalog.resolve("qwen2.5-vl:3b-instruct")
+    repo = release.model.repo("huggingface")
+    model = write_minimal_gguf(
+        tmp_path / "m.gguf", "qwen2vl", name="Qwen2.5 VL 3B Instruct", chat_template="{{ x }}"
+    )
+    projector = write_minimal_gguf(tmp_path / "p.gguf", "clip", general_type="mmproj")
+    for f in release.files:
+        hub_server.add(repo, f.file, (projector if f.role == "mmproj" else model).read_bytes())
+
+    with pytest.raises(DownloadError, match="Checksum mismatch"):  # the pinned sha256s guard the real files
+        pull("qwen2.5-vl:3b-instruct", settings, catalog=catalog)
+    folder = settings.model_folders[0]
+    assert not list(folder.glob("*.gguf"))  # nothing half-verified reached the models folder
+
+    result = pull("qwen2.5-vl:3b-instruct", settings, catalog=_unpinned(catalog, "qwen2.5-vl:3b-instruct"))
+    assert sorted(p.name for p in folder.glob("*.gguf")) == sorted(f.file for f in release.files)
+    assert result.path.name == "Qwen2.5-VL-3B-Instruct-Q4_K_M.gguf"
+    (entry,) = scan([folder]).values()
+    assert entry.ok, entry.error
+    assert (
+        entry.file.name == release.main_file
+        and entry.mmproj.name == "mmproj-Qwen2.5-VL-3B-Instruct-Q8_0.gguf"
+    )
+    assert (
+        entry.registration.model_family == "qwen2.5-vl-instruct" and "vision" in entry.registration.abilities
+    )

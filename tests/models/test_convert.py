@@ -143,9 +143,14 @@ def test_tensor_values_round_trip(hf_dirs, gguf_of) -> None:
 
 
 def test_bf16_widening_is_exact() -> None:
+    import ml_dtypes
+
     values = np.array([1.0, -2.5, 3.140625, 2.0**-120, -0.0, np.inf, 65280.0], dtype=np.float32)
-    stored = (values.view(np.uint32) >> 16).astype(np.uint16)
-    np.testing.assert_array_equal(to_float(stored, "BF16"), values)
+    stored = (values.view(np.uint32) >> 16).astype(np.uint16).view(ml_dtypes.bfloat16)  # the raw bf16 bits
+    widened = to_float(stored)
+    assert widened.dtype == np.float32
+    np.testing.assert_array_equal(widened, values)
+    assert to_float(np.ones(3, np.float16)).dtype == np.float16  # f16 is kept for an exact f16 output
 
 
 def test_registrable_by_the_daemon_scan(gguf_of, tmp_path: Path) -> None:
@@ -243,7 +248,7 @@ def test_missing_config(tmp_path: Path) -> None:
     [
         (
             "LlamaForCausalLM",
-            "LlamaForCausalLM is not a Qwen checkpoint; qwendesk converts Qwen2, Qwen2.5 and Qwen3",
+            "LlamaForCausalLM is not a supported checkpoint; qwendesk converts Qwen2, Qwen2.5 and Qwen3",
         ),
         (
             "Qwen3MoeForCausalLM",

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from qwendesk.models.errors import ModelFileError
-from qwendesk.models.families import BUILTIN_FAMILIES, registration_for
+from qwendesk.models.families import (
+    BUILTIN_FAMILIES,
+    POOLING_RANK,
+    is_embedding,
+    is_reranker,
+    registration_for,
+)
 from qwendesk.models.gguf_info import GGUFInfo, read_gguf
 
 
@@ -98,3 +104,53 @@ def test_embedding_and_projector(smollm2_gguf: Path) -> None:
     assert reg.embedding and not reg.chat
     with pytest.raises(ModelFileError, match="projector"):
         registration_for(_as(info, architecture="clip", general_type="mmproj"))
+
+
+# ---- rerankers -------------------------------------------------------------------------------------
+def test_reranker_fixture_registers_as_reranker(reranker_gguf: Path) -> None:
+    info = read_gguf(reranker_gguf)
+    assert (info.architecture, info.pooling_type) == ("bert", POOLING_RANK)
+    assert is_reranker(info) and not is_embedding(info)
+    reg = registration_for(info)
+    assert (reg.kind, reg.abilities, reg.rerank, reg.embedding, reg.chat) == (
+        "rerank",
+        ("rerank",),
+        True,
+        False,
+        False,
+    )
+    assert (reg.model_family, reg.chat_template, reg.pooling_type) == (
+        "custom-bert-rerank",
+        None,
+        POOLING_RANK,
+    )
+    assert reg.context_length == info.context_length
+
+
+def _without(info: GGUFInfo, key: str) -> dict:
+    return {k: v for k, v in info.metadata.items() if k != key}
+
+
+def test_reranker_signals(reranker_gguf: Path) -> None:
+    """Rank pooling, else one classifier label, else (older encoder files) 'rerank' in the name."""
+    info = read_gguf(reranker_gguf)
+    no_pooling = _as(info, pooling_type=None)
+    assert is_reranker(no_pooling)  # bge-reranker as llama.cpp converts it: labels, no pooling type
+    bare = _as(no_pooling, metadata=_without(info, "bert.classifier.output_labels"))
+    assert is_reranker(bare)  # the file name says reranker
+    plain = _as(bare, name="tiny-bert", path=info.path.with_name("tiny-bert-f32.gguf"))
+    assert not is_reranker(plain) and registration_for(plain).kind == "embedding"
+    named = _as(plain, name="bge-reranker-v2-m3")
+    assert registration_for(named).kind == "rerank"
+    two_labels = _as(plain, metadata={**plain.metadata, "bert.classifier.output_labels": ["neg", "pos"]})
+    assert not is_reranker(two_labels)  # a classifier with several labels is not a relevance scorer
+
+
+def test_qwen3_reranker_needs_its_rerank_prompt(qwen3_gguf: Path) -> None:
+    info = _as(read_gguf(qwen3_gguf), pooling_type=POOLING_RANK)
+    with pytest.raises(ModelFileError, match="reranker without its rerank prompt .*convert_hf_to_gguf"):
+        registration_for(info)
+    template = "<|im_start|>system\nJudge ...<Query>: {query}\n<Document>: {document}<|im_end|>"
+    reg = registration_for(_as(info, metadata={**info.metadata, "tokenizer.chat_template.rerank": template}))
+    assert (reg.kind, reg.model_family, reg.chat_template) == ("rerank", "custom-qwen3-rerank", None)
+    assert not is_reranker(read_gguf(qwen3_gguf))  # the chat model itself

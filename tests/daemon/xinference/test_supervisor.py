@@ -253,7 +253,7 @@ async def test_a_hung_xinference_is_detected_and_restarted(
         os.kill(children[0].pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         await asyncio.wait_for(restarted.wait(), timeout=30)
-        assert 5 <= time.monotonic() - stopped_at < 15
+        assert 5 <= time.monotonic() - stopped_at < 25  # the hang timeout, a probe, and a busy machine
         assert len(children) == 2 and sup.state == "running"
         assert children[0].wait(timeout=10) < 0  # the hung child was killed, not left stopped
     finally:

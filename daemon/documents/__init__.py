@@ -1,0 +1,1 @@
+"""Document collections: parsing, chunking, the index and hybrid search."""

@@ -1,0 +1,1 @@
+"""Speech to text: finding Whisper models, decoding audio, and the transcription worker process."""

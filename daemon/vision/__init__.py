@@ -1,0 +1,1 @@
+"""Images in chat requests: decoding, checking and downscaling to the pixel budget."""
