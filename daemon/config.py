@@ -61,6 +61,11 @@ class Settings(BaseModel):
         description="Credentials for a remote Xinference with auth on: an admin's `username:password` (needed to"
         " register and launch), or an `xf-` key (listing and chat only).",
     )
+    xinference_light: bool = Field(
+        True,
+        description="Run the embedded Xinference without torch, transformers and unused engines, its model "
+        "processes forked from a pre-imported parent on Linux (off: Xinference as it ships).",
+    )
     supervisor_start: Literal["lazy", "eager"] = Field(
         "lazy", description="Start the embedded Xinference on the first model start (lazy) or at once."
     )
@@ -88,6 +93,21 @@ class Settings(BaseModel):
         ge=0,
         description="llama.cpp prompt-cache budget per model in MiB (Xinference's default is 8192).",
     )
+    image_max_pixels: int = Field(
+        401_408,
+        ge=28 * 28,
+        description="Pixel budget of one image in a chat request: larger images are scaled down to it before "
+        "they reach the model (401,408 px = 512 image tokens for Qwen2/2.5-VL, ~40 s to encode on 2 CPU cores).",
+    )
+    image_max_bytes: int = Field(20 * 2**20, ge=1024, description="Largest image a request may carry, in bytes.")
+    image_max_source_pixels: int = Field(
+        50_000_000, ge=28 * 28, description="Largest image, in pixels, that is decoded at all (decompression bombs)."
+    )
+    image_fetch: bool = Field(
+        False,
+        description="Let qwendesk download http(s) image URLs in chat requests (off: send images as data URLs).",
+    )
+    image_fetch_timeout: float = Field(10.0, gt=0, description="Seconds one image download may take.")
     auto_start: bool = Field(
         True, description="A /v1 request naming a stopped model starts it (like Ollama)."
     )

@@ -94,6 +94,12 @@ def launch_plan(
             kwargs["pooling_type"] = reg.pooling_type
     elif files.mmproj:
         kwargs["multimodal_projector"] = str(files.mmproj.resolve())
+        # The pixel budget already bounds an image; rounding can take it a few tokens over, and llama.cpp's
+        # own cap keeps even an image that bypassed us (a remote Xinference's clients) within it.
+        from ..vision.images import tokens_cap  # Pillow loads with the first vision model, not at start-up
+
+        patch = 16 if info is not None and info.architecture.startswith("qwen3") else 14
+        kwargs["image_max_tokens"] = tokens_cap(settings.image_max_pixels, patch)
     engine = Engine.new() if direct else None
     if engine is not None:
         # xllamacpp's HTTP server on our port, refusing requests without our key.

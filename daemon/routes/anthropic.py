@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from .media import refuse_remote_images
 from .proxy import forward
 from .relay import Event, forward_rewritten, json_body
 from .tool_calls import (
@@ -35,6 +36,7 @@ STOP_REASONS = {"length": "max_tokens", "stop": "end_turn", "tool_calls": "tool_
 async def create_message(request: Request) -> Response:
     """A message (streamed with `"stream": true`), starting the model if needed."""
     body = await json_body(request)
+    refuse_remote_images(body, request.app.state.settings)
     tools = chat_tools(body.get("tools"))
     choice = body.get("tool_choice")
     parallel = not (isinstance(choice, dict) and choice.get("disable_parallel_tool_use"))

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from ..schemas import ModelView
+from .media import prepare_chat_media
 from .proxy import forward, new_http_client
 from .tool_calls import forward_chat
 
@@ -71,8 +72,9 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request) -> Response:
-    # A forced tool choice is constrained in tool_calls.py; any other request goes to forward() unchanged.
-    return await forward_chat(request, "/v1/chat/completions")
+    # Images are checked and scaled first (media.py); a forced tool choice is constrained in tool_calls.py;
+    # any other request goes to forward() unchanged.
+    return await forward_chat(await prepare_chat_media(request), "/v1/chat/completions")
 
 
 @router.post("/completions")

@@ -23,6 +23,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from ..errors import NotFound
+from .media import refuse_remote_images
 from .proxy import forward
 from .relay import Event, forward_rewritten, json_body
 from .tool_calls import (
@@ -100,6 +101,7 @@ def input_items(value: Any) -> list[Any]:
 async def create_response(request: Request) -> Response:
     """Create a response (streamed with `"stream": true`), starting the model if needed."""
     body = await json_body(request)
+    refuse_remote_images(body, request.app.state.settings)
     store = _store(request)
     previous = body.get("previous_response_id")
     changed = previous is not None

@@ -74,6 +74,7 @@ def build_env(settings: Settings, xoscar_key: str, base: Mapping[str, str] | Non
             "PYTHONUNBUFFERED": "1",
         }
     )
+    env["QWENDESK_XINFERENCE_LIGHT"] = "1" if settings.xinference_light else "0"
     env.update(boot.environment(env))
     return env
 

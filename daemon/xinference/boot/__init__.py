@@ -4,8 +4,9 @@
 then loads, in each of that Xinference's processes, light.py (no torch, transformers or unused model
 families: devices.py, device_utils.py) and, on Linux, forkserver.py (the worker and model sub-pools are
 forked from a pre-imported parent). Measured effects are in bench/FINDINGS.md §6.
-Set QWENDESK_XINFERENCE_LIGHT=0 to run Xinference as it ships, QWENDESK_XINFERENCE_FORK=0 to keep only
-the import diet (both for comparisons; the daemon's environment passes them on).
+The `xinference_light` setting (off: Xinference as it ships) reaches the child as QWENDESK_XINFERENCE_LIGHT.
+Two diagnostics are read by the child alone: QWENDESK_XINFERENCE_FORK=0 keeps only the import diet, and
+QWENDESK_XINFERENCE_TRACE=1 logs a stack for every import of torch or transformers.
 """
 
 from __future__ import annotations
