@@ -1,6 +1,6 @@
 """Image cost at a pixel budget on this machine (a measurement, not a test; bench material):
 
-    flock /tmp/qwendesk-heavy.lock .venv/bin/python -m tests.daemon.vision.measure_encode --tower 2b
+    flock /tmp/qwendesk-heavy.lock .venv/bin/python -m bench.vision --tower 2b
 
 For a 4032x3024 phone-sized photo (JPEG) it reports, per budget: qwendesk's own preparation time
 (decode, downscale, re-encode), the image tokens, and llama.cpp's prompt time for the image minus the same
