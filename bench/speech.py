@@ -1,13 +1,17 @@
-"""Speech to text: faster-whisper driven directly vs through the qwendesk speech worker's HTTP endpoint.
+"""Speech to text: faster-whisper driven directly vs through the speech worker's HTTP API vs through the daemon.
 
-    python -m bench.speech [--rounds 5] [--model DIR] [--threads 2] [--json PATH]
+    python -m bench.speech [--rounds 5] [--model DIR] [--threads 2] [--json PATH] [--no-daemon]
 
 Same audio (espeak-ng speech: a 4.5 s sentence and a ~60 s passage, as WAV), same model folder, same
-options (beam 5, temperature fallback, no VAD, int8 on CPU, same thread count). Rounds are interleaved and
-alternate which side goes first. The real-time factor is audio seconds / wall seconds (higher is faster); the
-headline is worker RTF / direct RTF per round (median), target >= 0.95. Direct includes faster-whisper's own
-decoding of the file; the worker's includes the upload, PyAV decoding and the JSON answer. Also reported: the
-worker's RSS idle (after load) and its peak while transcribing. Run it under `flock /tmp/qwendesk-heavy.lock`.
+options (beam 5, temperature fallback, no VAD, int8 on CPU, same thread count). Three sides: `direct`
+(faster-whisper in this process), `worker` (a speech worker started by hand, as before) and `daemon` (a real
+`qwendesk serve` with the model in its models folder: /v1/audio/transcriptions, which forwards the upload to
+the worker the daemon started on demand). Rounds are interleaved and rotate which side goes first. The
+real-time factor is audio seconds / wall seconds (higher is faster); the headlines are worker RTF / direct RTF
+and daemon RTF / direct RTF per round (median), target >= 0.95. Direct includes faster-whisper's own decoding
+of the file; the others include the upload, PyAV decoding and the JSON answer, the daemon's one more hop.
+Also reported: the worker's RSS idle (after load) and its peak while transcribing. Run it under
+`flock /tmp/qwendesk-heavy.lock`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.conftest import DaemonProcess, free_port
 from tests.daemon.speech.conftest import start_worker
 from tests.daemon.speech.media import PASSAGE, SENTENCES, fetch_whisper_tiny_en, speak, wer
 
@@ -67,12 +72,12 @@ def direct(model, wav: Path) -> tuple[float, str]:
     return time.perf_counter() - started, text
 
 
-def through_worker(client: httpx.Client, url: str, wav: Path) -> tuple[float, str]:
+def through_http(client: httpx.Client, url: str, wav: Path, model: str = "bench") -> tuple[float, str]:
     """(wall seconds, text) for one POST /v1/audio/transcriptions, the file read and sent each time."""
     started = time.perf_counter()
     response = client.post(
         f"{url}/v1/audio/transcriptions",
-        data={"model": "bench", "response_format": "json"},
+        data={"model": model, "response_format": "json"},
         files={"file": (wav.name, wav.read_bytes(), "audio/wav")},
     )
     response.raise_for_status()
@@ -86,12 +91,29 @@ def audio_seconds(wav: Path) -> float:
         return w.getnframes() / w.getframerate()
 
 
+def start_daemon(model_dir: Path, work: Path, threads: int) -> tuple[DaemonProcess, str]:
+    """A real daemon with the model folder (hard links) in its models folder; returns it and the model name."""
+    daemon = DaemonProcess(
+        work / "daemon-home",
+        free_port(),
+        {"QWENDESK_KEEP_ALIVE": "0", "QWENDESK_N_THREADS": str(threads), "QWENDESK_LOG_LEVEL": "warning"},
+    )
+    target = daemon.models_dir / model_dir.name
+    target.mkdir(parents=True)
+    for f in model_dir.iterdir():
+        os.link(f, target / f.name)
+    daemon.start()
+    name = next(m["name"] for m in daemon.client.models() if m.get("kind") == "speech")
+    return daemon, name
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--model", type=Path, default=None, help="a faster-whisper folder (default: tiny.en)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    p.add_argument("--no-daemon", action="store_true", help="leave out the side through the daemon")
     args = p.parse_args(argv)
 
     from faster_whisper import WhisperModel
@@ -107,51 +129,59 @@ def main(argv: list[str] | None = None) -> int:
     worker = start_worker(model_dir, work / "worker.log", "--threads", str(args.threads), "--device", "cpu",
                           "--log-level", "warning")  # fmt: skip
     results: dict = {"model": str(model_dir), "threads": args.threads, "rounds": args.rounds, "clips": {}}
+    daemon = None
     try:
         idle_rss = psutil.Process(worker.proc.pid).memory_info().rss
         client = httpx.Client(headers=worker.headers(), timeout=600)
+        sides = {
+            "direct": lambda wav: direct(model, wav),
+            "worker": lambda wav: through_http(client, worker.url, wav),
+        }
+        if not args.no_daemon:
+            daemon, name_in_daemon = start_daemon(model_dir, work, args.threads)
+            to_daemon = httpx.Client(timeout=600)
+            sides["daemon"] = lambda wav: through_http(to_daemon, daemon.url, wav, name_in_daemon)
         with PeakRSS(worker.proc.pid) as peak:
             for name, wav in clips.items():
                 seconds = audio_seconds(wav)
-                direct(model, wav), through_worker(client, worker.url, wav)  # warm-up, not counted
+                for run in sides.values():  # warm-up (the daemon's starts its worker), not counted
+                    run(wav)
                 rows = []
                 for r in range(args.rounds):
-                    order = ("direct", "worker") if r % 2 == 0 else ("worker", "direct")
-                    timing = {}
-                    for side in order:
-                        wall, text = (
-                            direct(model, wav)
-                            if side == "direct"
-                            else through_worker(client, worker.url, wav)
-                        )
-                        timing[side] = (wall, text)
-                    rows.append(timing)
-                rtf_d = [seconds / t["direct"][0] for t in rows]
-                rtf_w = [seconds / t["worker"][0] for t in rows]
-                results["clips"][name] = {
-                    "audio_seconds": round(seconds, 2),
-                    "direct_rtf_median": round(statistics.median(rtf_d), 2),
-                    "worker_rtf_median": round(statistics.median(rtf_w), 2),
-                    "ratio_median_of_rounds": round(
-                        statistics.median(w / d for w, d in zip(rtf_w, rtf_d, strict=True)), 3
-                    ),
-                    "direct_rtf": [round(x, 2) for x in rtf_d],
-                    "worker_rtf": [round(x, 2) for x in rtf_w],
-                    "same_text": all(t["direct"][1] == t["worker"][1] for t in rows),
-                    "wer_worker": round(wer(references[name], rows[-1]["worker"][1]), 3),
-                }
+                    order = list(sides)[r % len(sides) :] + list(sides)[: r % len(sides)]
+                    rows.append({side: sides[side](wav) for side in order})
+                rtf = {side: [seconds / row[side][0] for row in rows] for side in sides}
+                clip: dict = {"audio_seconds": round(seconds, 2)}
+                for side in sides:
+                    clip[f"{side}_rtf_median"] = round(statistics.median(rtf[side]), 2)
+                    clip[f"{side}_rtf"] = [round(x, 2) for x in rtf[side]]
+                for side in sides:
+                    if side != "direct":
+                        ratios = (w / d for w, d in zip(rtf[side], rtf["direct"], strict=True))
+                        clip[f"{side}_vs_direct_median_of_rounds"] = round(statistics.median(ratios), 3)
+                        clip[f"{side}_same_text"] = all(row["direct"][1] == row[side][1] for row in rows)
+                        clip[f"wer_{side}"] = round(wer(references[name], rows[-1][side][1]), 3)
+                results["clips"][name] = clip
         results["worker_rss_idle_mib"] = round(idle_rss / 2**20, 1)
         results["worker_rss_peak_mib"] = round(peak.peak / 2**20, 1)
         results["bench_process_rss_mib"] = round(psutil.Process(os.getpid()).memory_info().rss / 2**20, 1)
         results["load_average_1m"] = round(os.getloadavg()[0], 2)
     finally:
         worker.stop()
+        if daemon is not None:
+            daemon.stop()
 
-    print("| clip | audio s | direct RTF | worker RTF | worker/direct | same text | WER |")
-    print("|---|---|---|---|---|---|---|")
+    others = [s for s in ("worker", "daemon") if f"{s}_rtf_median" in next(iter(results["clips"].values()))]
+    print(
+        "| clip | audio s | direct RTF | "
+        + " | ".join(f"{s} RTF | {s}/direct | same text | WER" for s in others)
+        + " |"
+    )
+    print("|---|---|---|" + "---|---|---|---|" * len(others))
     for name, c in results["clips"].items():
-        print(f"| {name} | {c['audio_seconds']} | {c['direct_rtf_median']}x | {c['worker_rtf_median']}x | "
-              f"{c['ratio_median_of_rounds']:.3f} | {c['same_text']} | {c['wer_worker']} |")  # fmt: skip
+        cells = [f"{c[f'{s}_rtf_median']}x | {c[f'{s}_vs_direct_median_of_rounds']:.3f} | {c[f'{s}_same_text']} | "
+                 f"{c[f'wer_{s}']}" for s in others]  # fmt: skip
+        print(f"| {name} | {c['audio_seconds']} | {c['direct_rtf_median']}x | " + " | ".join(cells) + " |")
     print(f"worker RSS: idle {results['worker_rss_idle_mib']} MiB, peak {results['worker_rss_peak_mib']} MiB; "
           f"load average {results['load_average_1m']}")  # fmt: skip
     if args.json:

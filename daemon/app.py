@@ -15,7 +15,8 @@ from .config import Settings
 from .errors import BadRequest, QwendeskError, describe_problems
 from .http_errors import error_body, error_response
 from .lifecycle.manager import ModelManager
-from .routes import anthropic, api, chat, openai, pull, rerank, responses
+from .routes import anthropic, api, audio, chat, documents, openai, pull, rerank, responses
+from .routes.documents import create_documents
 from .security import SecurityMiddleware
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,19 @@ def create_app(
 ) -> FastAPI:
     """Build the app around a manager; `on_shutdown` is what POST /api/shutdown calls."""
 
+    collections = create_documents(settings, manager)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await manager.start_up()
+        await collections.start()  # after the models are scanned: it picks its embedding model among them
         try:
             yield
         finally:
-            await manager.shut_down()
+            try:
+                await collections.stop()
+            finally:
+                await manager.shut_down()
 
     # No Swagger UI: FastAPI's loads its script from a CDN into our origin. The schema stays, for tools.
     app = FastAPI(
@@ -40,6 +47,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.manager = manager
+    app.state.documents = collections
     app.state.shutdown = on_shutdown or (lambda: None)
     app.add_middleware(SecurityMiddleware, settings=settings)
 
@@ -65,6 +73,6 @@ def create_app(
         problem = QwendeskError(f"Internal error: {exc}. See the daemon log in {settings.log_dir}.")
         return error_response(request.url.path, problem)
 
-    for module in (api, openai, responses, anthropic, rerank, pull, chat):
+    for module in (api, openai, audio, responses, anthropic, rerank, pull, chat, documents):
         app.include_router(module.router)
     return app

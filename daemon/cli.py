@@ -15,6 +15,7 @@ from qwendesk.models.commands import register as register_model_commands
 
 from . import config
 from .client import DaemonClient
+from .commands_documents import register as register_documents_commands
 from .config import Settings
 from .errors import QwendeskError
 
@@ -90,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     pull.set_defaults(func=cmd_pull)
 
     path = sub.add_parser("path", help="print a qwendesk folder")
-    path.add_argument("which", choices=["models", "home", "config", "logs"])
+    path.add_argument("which", choices=["models", "home", "config", "logs", "documents"])
     path.set_defaults(func=cmd_path)
 
     sub.add_parser("shutdown", help="stop the daemon, Xinference and every model").set_defaults(
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     register_model_commands(sub)
+    register_documents_commands(sub)
     for ep in entry_points(group="qwendesk.commands"):
         try:
             ep.load()(sub)
@@ -189,7 +191,8 @@ def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
         m = client.start(
             args.name, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, n_parallel=args.n_parallel
         )
-    print(f"{m['name']} is {m['state']} (context {m.get('n_ctx')} tokens). Use it at {settings.url}/v1")
+    context = f" (context {m['n_ctx']} tokens)" if m.get("n_ctx") else ""
+    print(f"{m['name']} is {m['state']}{context}. Use it at {settings.url}/v1")
     return 0
 
 
@@ -247,6 +250,7 @@ def cmd_path(args: argparse.Namespace, settings: Settings) -> int:
         "home": settings.data_dir,
         "config": settings.config_file,
         "logs": settings.log_dir,
+        "documents": settings.documents_dir,
     }
     print(paths[args.which])
     return 0

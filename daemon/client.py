@@ -111,6 +111,55 @@ class DaemonClient:
         """Stop the daemon, its Xinference and every model."""
         return self.request("POST", "/api/shutdown", timeout=60)
 
+    # ---- document collections ------------------------------------------------------------------
+    def collections(self) -> dict[str, Any]:
+        """Every collection with its state, and the models document search uses."""
+        return self.request("GET", "/api/collections", timeout=150)
+
+    def add_collection(self, path: str, name: str | None = None) -> dict[str, Any]:
+        """Index a folder as a collection (indexing goes on in the background)."""
+        return self.request("POST", "/api/collections", json={"path": path, "name": name}, timeout=150)
+
+    def remove_collection(self, name: str) -> dict[str, Any]:
+        """Forget a collection's index (its files stay)."""
+        return self.request("DELETE", f"/api/collections/{name}", timeout=150)
+
+    def search_collection(self, name: str, query: str, k: int = 5) -> dict[str, Any]:
+        return self.request(
+            "POST", f"/api/collections/{name}/search", json={"query": query, "k": k}, timeout=150
+        )
+
+    def chat_stream(self, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """POST /v1/chat/completions streamed: yields each chunk until `[DONE]`; an error event raises."""
+        try:
+            with self._http.stream(
+                "POST",
+                "/v1/chat/completions",
+                json={**body, "stream": True},
+                timeout=httpx.Timeout(10, read=None),
+            ) as response:
+                if not response.is_success:
+                    response.read()
+                    self._decode(response)
+                for sse in EventSource(response).iter_sse():
+                    if sse.data == "[DONE]":
+                        return
+                    chunk = sse.json()
+                    if isinstance(chunk, dict) and "error" in chunk:
+                        error = (
+                            chunk["error"]
+                            if isinstance(chunk["error"], dict)
+                            else {"message": chunk["error"]}
+                        )
+                        raise QwendeskError.from_code(
+                            str(error.get("code") or "engine_error"), str(error.get("message"))
+                        )
+                    yield chunk
+        except httpx.ConnectError as exc:
+            raise DaemonNotRunning(
+                f"The qwendesk daemon is not running at {self.base_url}. {START_HINT}"
+            ) from exc
+
     def events(self, timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield (event, data) from GET /api/events until the connection ends."""
         yield from self._stream("GET", "/api/events", timeout=timeout)

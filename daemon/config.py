@@ -99,17 +99,48 @@ class Settings(BaseModel):
         description="Pixel budget of one image in a chat request: larger images are scaled down to it before "
         "they reach the model (401,408 px = 512 image tokens for Qwen2/2.5-VL, ~40 s to encode on 2 CPU cores).",
     )
-    image_max_bytes: int = Field(20 * 2**20, ge=1024, description="Largest image a request may carry, in bytes.")
+    image_max_bytes: int = Field(
+        20 * 2**20, ge=1024, description="Largest image a request may carry, in bytes."
+    )
     image_max_source_pixels: int = Field(
-        50_000_000, ge=28 * 28, description="Largest image, in pixels, that is decoded at all (decompression bombs)."
+        50_000_000,
+        ge=28 * 28,
+        description="Largest image, in pixels, that is decoded at all (decompression bombs).",
     )
     image_fetch: bool = Field(
         False,
         description="Let qwendesk download http(s) image URLs in chat requests (off: send images as data URLs).",
     )
     image_fetch_timeout: float = Field(10.0, gt=0, description="Seconds one image download may take.")
+    speech_max_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="Longest audio a speech model transcribes, in seconds (about 50 MiB of worker memory per minute).",
+    )
+    speech_max_upload_mib: float = Field(
+        25.0,
+        gt=0,
+        description="Largest audio upload to /v1/audio (and audio part in a chat request), in MiB.",
+    )
     auto_start: bool = Field(
         True, description="A /v1 request naming a stopped model starts it (like Ollama)."
+    )
+    embedding_model: str | None = Field(
+        None,
+        description="Embedding model of the document collections (a model name; default: the embedding GGUF in "
+        "the models folders, the catalog's default first; `none`: keyword search only). Changing it re-embeds "
+        "in the background.",
+    )
+    rerank_model: str | None = Field(
+        None,
+        description="Reranker of document search (a model name; default: the reranker GGUF in the models "
+        "folders, the catalog's default first; `none`: no reranking).",
+    )
+    documents_keep_alive: float = Field(
+        60.0,
+        ge=0,
+        description="Idle seconds before the documents indexer process stops; the next search or folder change "
+        "starts it again (0 = never).",
     )
     catalog_source: Literal["modelscope", "huggingface"] = Field(
         "modelscope", description="Where `qwendesk pull` downloads from."
@@ -149,6 +180,11 @@ class Settings(BaseModel):
     @property
     def xinference_home(self) -> Path:
         return self.data_dir / "xinference"
+
+    @property
+    def documents_dir(self) -> Path:
+        """The folder of the default document collection."""
+        return self.data_dir / "documents"
 
     @property
     def model_folders(self) -> list[Path]:

@@ -19,7 +19,13 @@ class ModelView(BaseModel):
     """One model as `GET /api/models` lists it."""
 
     name: str
-    file: str = Field(description="Absolute path of the GGUF (first shard for split files).")
+    kind: str | None = Field(
+        None, description="'chat', 'embedding', 'rerank' (GGUF models) or 'speech' (Whisper, speech to text)."
+    )
+    format: str = Field("gguf", description="'gguf', or 'ctranslate2' for a faster-whisper model folder.")
+    file: str = Field(
+        description="Absolute path of the GGUF (first shard for split files), or a speech model's folder."
+    )
     files: list[str] = Field(default_factory=list, description="All shards, in order.")
     mmproj: str | None = Field(None, description="Paired vision projector, if any.")
     architecture: str | None = None
@@ -30,7 +36,13 @@ class ModelView(BaseModel):
     context_length: int | None = Field(None, description="Context the model was trained for.")
     family: str | None = Field(None, description="Xinference model_family it is registered with.")
     chat_template: bool = Field(False, description="The GGUF carries its own chat template.")
-    abilities: list[str] = Field(default_factory=list)
+    abilities: list[str] = Field(
+        default_factory=list,
+        description="What it can do: chat, generate, tools, vision, audio (hears input_audio), embed, rerank, "
+        "transcribe, translate (speech models).",
+    )
+    languages: list[str] = Field(default_factory=list, description="Speech models: the languages they know.")
+    can_translate: bool = Field(False, description="Speech models: /v1/audio/translations into English.")
     state: ModelState = ModelState.AVAILABLE
     error: str | None = None
     n_ctx: int | None = Field(None, description="Context per request while running.")

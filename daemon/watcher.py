@@ -18,16 +18,23 @@ from watchdog.observers import Observer
 log = logging.getLogger(__name__)
 
 MODEL_DEPTH = 2  # <folder>/x.gguf and <folder>/<sub>/x.gguf, as the models folder scan reads them
+# A speech model is a folder at the GGUF files' depth: <folder>/<model>/model.bin, <folder>/<sub>/<model>/model.bin.
+SPEECH_DEPTH = MODEL_DEPTH + 1
+SPEECH_FILES = frozenset({"model.bin", "config.json", "tokenizer.json", "vocabulary.txt", "vocabulary.json"})
 
 # Decides from a path's parts below the watched folder (and whether it is a folder) if a change matters.
 PathFilter = Callable[[tuple[str, ...], bool], bool]
 
 
 def model_files(parts: tuple[str, ...], is_dir: bool) -> bool:
-    """A .gguf at a depth the models scan reads, or a top-level sub-folder that may hold them."""
-    if len(parts) > MODEL_DEPTH:
-        return False
-    return len(parts) == 1 if is_dir else parts[-1].lower().endswith(".gguf")
+    """A .gguf at a depth the models scan reads, a speech model's file at a depth the speech scan reads, or a
+    folder that may hold either."""
+    if is_dir:
+        return len(parts) < SPEECH_DEPTH
+    name = parts[-1].lower()
+    if name.endswith(".gguf"):
+        return len(parts) <= MODEL_DEPTH
+    return name in SPEECH_FILES and 1 < len(parts) <= SPEECH_DEPTH
 
 
 class _Handler(FileSystemEventHandler):

@@ -1,5 +1,7 @@
-"""The catalog of GGUF releases (Qwen chat and vision models, embedders, rerankers): names like
-`qwen2.5:1.5b-instruct-q4_k_m`, their hub files and sizes, and the default model of each kind."""
+"""The catalog of GGUF releases (Qwen chat and vision models, embedders, rerankers) and of faster-whisper
+speech models: names like `qwen2.5:1.5b-instruct-q4_k_m`, their hub files and sizes, and the default model of
+each kind. A release with a `folder` (a faster-whisper model: model.bin, config.json, ...) lands in that
+sub-folder of the models folder, as the speech scan expects."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from .files import human_size  # noqa: F401  (re-exported: part of the catalog l
 
 SOURCES = ("modelscope", "huggingface")
 # Kinds a catalog names a default model for: served at /v1/embeddings, at /v1/rerank, chat with images (its
-# mmproj comes along). Other entries are "chat" or "code" (a label for the listing).
-DEFAULT_KINDS = ("embedding", "rerank", "vision")
+# mmproj comes along), speech to text. Other entries are "chat" or "code" (a label for the listing).
+DEFAULT_KINDS = ("embedding", "rerank", "vision", "speech")
 # Rough overhead of llama.cpp over the file size (compute buffers, mmap'd tokenizer, runtime).
 MEMORY_OVERHEAD = 1.2
 KV_BYTES_PER_VALUE = 2  # llama.cpp keeps the KV cache in f16 by default
@@ -77,6 +79,7 @@ class CatalogModel:
     quants: Mapping[str, Quant]
     extra_files: tuple[HubFile, ...] = ()
     notes: str = ""
+    folder: str | None = None  # the release's files go into this sub-folder of the models folder
 
     def repo(self, source: str) -> str:
         """The repository id on `source`, falling back to the other hub when this one has no mirror."""
@@ -105,6 +108,11 @@ class Release:
     def files(self) -> tuple[HubFile, ...]:
         """Extras first, then the model's shards in order (the first shard is the model file)."""
         return self.model.extra_files + self.quant.files
+
+    @property
+    def folder(self) -> str | None:
+        """The sub-folder of the models folder the files land in (None: directly in it)."""
+        return self.model.folder
 
     @property
     def main_file(self) -> str:
@@ -142,11 +150,13 @@ def _model(data: Mapping[str, Any]) -> CatalogModel:
         title=data.get("title") or data["name"],
         kind=data.get("kind", "chat"),
         repos=dict(data["repos"]),
-        arch=Arch(**data["arch"]),
+        # Speech models have no KV cache to estimate: no arch.
+        arch=Arch(**data["arch"]) if "arch" in data else Arch(0, 0, 0, 0, kv_cache=False),
         default=default,
         quants=quants,
         extra_files=tuple(_hub_file(f, "mmproj") for f in data.get("extra_files", [])),
         notes=data.get("notes", ""),
+        folder=data.get("folder"),
     )
 
 

@@ -205,17 +205,19 @@ class Puller:
             ) from exc
 
     def _pull(self, release: Release) -> PullResult:
-        self.dest_dir.mkdir(parents=True, exist_ok=True)
+        # A multi-file model folder (faster-whisper) is pulled into its own sub-folder, its model.bin last.
+        dest_dir = self.dest_dir / _plain(release.folder) if release.folder else self.dest_dir
+        dest_dir.mkdir(parents=True, exist_ok=True)
         repo = release.model.repo(self.source)
         tasks = [
             FileTask(
                 hub=f,
                 url=file_url(repo, f.file, self.source, self.endpoint),
-                dest=self.dest_dir / _plain(f.file),
+                dest=dest_dir / _plain(f.file),
             )
             for f in release.files
         ]
-        with _exclusive(self.dest_dir / f".{release.main_file}.lock", release.name):
+        with _exclusive(dest_dir / f".{release.main_file}.lock", release.name):
             todo = [t for t in tasks if not t.in_place()]
             if not todo:
                 return PullResult(release, [t.dest for t in tasks], already_present=True)

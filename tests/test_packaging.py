@@ -156,8 +156,14 @@ def test_no_import_cycles() -> None:
         ),
         ("installers", ("qwendesk.daemon.lifecycle", "qwendesk.daemon.xinference", "qwendesk.daemon.routes")),
         # Images and speech are rooms the lifecycle and routes use; they never reach back into them.
-        ("daemon/vision", ("qwendesk.daemon.lifecycle", "qwendesk.daemon.xinference", "qwendesk.daemon.routes")),
-        ("daemon/speech", ("qwendesk.daemon.lifecycle", "qwendesk.daemon.xinference", "qwendesk.daemon.routes")),
+        (
+            "daemon/vision",
+            ("qwendesk.daemon.lifecycle", "qwendesk.daemon.xinference", "qwendesk.daemon.routes"),
+        ),
+        (
+            "daemon/speech",
+            ("qwendesk.daemon.lifecycle", "qwendesk.daemon.xinference", "qwendesk.daemon.routes"),
+        ),
     ],
 )
 def test_rooms_import_only_downwards(room: str, forbidden: tuple[str, ...]) -> None:

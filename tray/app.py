@@ -27,6 +27,7 @@ from .icons import icon_image
 from .login import LoginItem
 from .menu import (
     OPEN_CHAT,
+    OPEN_DOCUMENTS_FOLDER,
     OPEN_MODELS_FOLDER,
     QUIT,
     QUIT_ALL,
@@ -306,6 +307,8 @@ class TrayApp:
                 launcher.open_url(launcher.chat_url(self.settings), self._browser)
         elif verb == OPEN_MODELS_FOLDER:
             self._folder_opener(self.settings.model_folders[0])
+        elif verb == OPEN_DOCUMENTS_FOLDER:
+            self._folder_opener(self.settings.documents_dir)
         elif verb == START_DAEMON:
             self.ensure_daemon()
         elif verb == TOGGLE_AUTOSTART:

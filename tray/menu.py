@@ -7,11 +7,12 @@ from typing import Any
 
 from qwendesk.daemon.client import ModelState
 
-from .state import DaemonPhase, TrayState, shown_state
+from .state import DaemonPhase, TrayState, indexing_text, shown_state
 
 # Action ids carried by menu items; model actions are "start:<name>" / "stop:<name>".
 OPEN_CHAT = "open_chat"
 OPEN_MODELS_FOLDER = "open_models_folder"
+OPEN_DOCUMENTS_FOLDER = "open_documents_folder"
 START_DAEMON = "start_daemon"
 TOGGLE_AUTOSTART = "toggle_autostart"
 QUIT = "quit"
@@ -71,6 +72,9 @@ def status_lines(state: TrayState) -> list[str]:
         lines.append(f"Remote: {supervisor['endpoint']}")
     if supervisor.get("error"):
         lines.append(shorten(f"Xinference error: {supervisor['error']}"))
+    progress = indexing_text(state)
+    if progress:
+        lines.append(shorten(f"Documents: {progress}"))
     return lines
 
 
@@ -113,6 +117,7 @@ def build_menu_model(state: TrayState) -> list[MenuItemSpec]:
     items += [
         MenuItemSpec("Open Chat", OPEN_CHAT, enabled=state.daemon != DaemonPhase.STARTING, default=True),
         MenuItemSpec("Open Models Folder", OPEN_MODELS_FOLDER),
+        MenuItemSpec("Open Documents Folder", OPEN_DOCUMENTS_FOLDER),
         MenuItemSpec(
             "Start at Login",
             TOGGLE_AUTOSTART,

@@ -40,6 +40,8 @@ class TrayState:
     pending: MappingProxyType[str, str] = field(default_factory=lambda: MappingProxyType({}))
     daemon_error: str | None = None
     autostart: bool | None = None  # None: auto-start at login is not available here
+    # Document collections being indexed: name -> the daemon's last `indexing` event for it.
+    indexing: MappingProxyType[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,25 @@ def apply_event(state: TrayState, event: str, data: Any) -> TrayState:
         return replace(state, models=_sorted([*others, data]))  # removals come as a new snapshot
     if event == "status" and isinstance(data, dict):
         return replace(state, status=dict(data))
+    if event == "indexing" and isinstance(data, dict) and data.get("collection"):
+        return _with_indexing(state, str(data["collection"]), None if data.get("phase") == "done" else data)
+    settled = isinstance(data, dict) and (
+        data.get("removed") or data.get("state") not in ("indexing", "embedding")
+    )
+    if event == "collection" and settled and data.get("name"):
+        return _with_indexing(state, str(data["name"]), None)  # in case its "done" was missed
     return state  # unknown events (pings, future additions) change nothing
+
+
+def _with_indexing(state: TrayState, name: str, progress: dict[str, Any] | None) -> TrayState:
+    indexing = dict(state.indexing)
+    if progress is None:
+        if name not in indexing:
+            return state
+        del indexing[name]
+    else:
+        indexing[name] = dict(progress)
+    return replace(state, indexing=MappingProxyType(indexing))
 
 
 def daemon_starting(state: TrayState) -> TrayState:
@@ -80,7 +100,13 @@ def daemon_starting(state: TrayState) -> TrayState:
 def daemon_down(state: TrayState, error: str | None = None) -> TrayState:
     """The daemon went away: forget its models, keep what the user needs to bring it back."""
     return replace(
-        state, daemon=DaemonPhase.DOWN, daemon_error=error, models=(), status={}, pending=MappingProxyType({})
+        state,
+        daemon=DaemonPhase.DOWN,
+        daemon_error=error,
+        models=(),
+        status={},
+        pending=MappingProxyType({}),
+        indexing=MappingProxyType({}),
     )
 
 
@@ -153,8 +179,28 @@ def notices(old: TrayState, new: TrayState) -> list[Notice]:
     return found
 
 
+def indexing_text(state: TrayState) -> str | None:
+    """`indexing notes 40/120 files`, `embedding notes 300/900 chunks`, `indexing 2 collections`; None when idle."""
+    if not state.indexing:
+        return None
+    if len(state.indexing) > 1:
+        return f"indexing {len(state.indexing)} collections"
+    name, progress = next(iter(state.indexing.items()))
+    if progress.get("phase") == "embed" and progress.get("chunks_total"):
+        return f"embedding {name} {progress.get('chunks_done', 0)}/{progress['chunks_total']} chunks"
+    if progress.get("phase") == "index" and progress.get("files_total"):
+        return f"indexing {name} {progress.get('files_done', 0)}/{progress['files_total']} files"
+    return f"indexing {name}"
+
+
 def title_text(state: TrayState) -> str:
-    """Tooltip / window title: one short line."""
+    """Tooltip / window title: one short line (with indexing progress while documents are indexed)."""
+    title = _models_title(state)
+    progress = indexing_text(state) if state.daemon == DaemonPhase.UP else None
+    return f"{title} · {progress}" if progress else title
+
+
+def _models_title(state: TrayState) -> str:
     if state.daemon == DaemonPhase.DOWN:
         return "qwendesk — daemon not running"
     if state.daemon in (DaemonPhase.STARTING, DaemonPhase.CONNECTING):

@@ -1,1 +1,1 @@
-"""Document collections: parsing, chunking, the index and hybrid search."""
+"""Document collections: parsing, chunking, index, hybrid search; the worker and the daemon's service."""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .embedder import Embedder, covers
-from .index import DocumentIndex, FileRow, ModelRow
+from .index import DocumentIndex, FileRow, ModelRow, VectorsGone
 from .scan import MAX_FILE_BYTES, scan_folder
 from .search import Mode, Reranker, SearchResult, search_index
 from .sync import SETTLE_SECONDS, Progress, ProgressCallback, Syncer, SyncReport
@@ -38,7 +38,8 @@ class Collection:
     """Thread-safe: `sync` runs one at a time (a lock), `search` and `status` run on any thread at once.
 
     Nothing is opened until first used. `embedder` is the collection's model; `query_embedders` serve
-    queries against vectors of older models (kept while a new model re-embeds in the background).
+    queries against vectors of older models (kept while a new model re-embeds in the background), and
+    `query_embedder_for(model_id)` makes one for vectors an earlier run left (None: that model is gone).
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class Collection:
         embedder: Embedder | None = None,
         *,
         query_embedders: Iterable[Embedder] = (),
+        query_embedder_for: Callable[[str], Embedder | None] | None = None,
         reranker: Reranker | None = None,
         max_file_bytes: int = MAX_FILE_BYTES,
         settle_seconds: float = SETTLE_SECONDS,
@@ -61,6 +63,7 @@ class Collection:
         self.settle_seconds = settle_seconds
         self._embedder = embedder
         self._query_embedders = {e.model_id: e for e in query_embedders}
+        self._query_embedder_for = query_embedder_for
         self._index: DocumentIndex | None = None
         self._open_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -148,32 +151,39 @@ class Collection:
             if mine is not None and mine.ready:
                 return (mine, target), None
         for model in reversed(models):
-            embedder = self._query_embedders.get(model.model_id)
-            if model.ready and embedder is not None:
+            embedder = self._query_embedder(model.model_id) if model.ready else None
+            if embedder is not None:
                 return (model, embedder), None
         if target is None:
             return None, "no embedding model is set for this collection"
         return None, f"vectors of {target.model_id} are still being computed"
 
+    def _query_embedder(self, model_id: str) -> Embedder | None:
+        embedder = self._query_embedders.get(model_id)
+        if embedder is None and self._query_embedder_for is not None:
+            embedder = self._query_embedder_for(model_id)
+            if embedder is not None:
+                self._query_embedders[model_id] = embedder
+        return embedder
+
     def search(self, query: str, k: int = 5, *, mode: Mode = "hybrid", rerank: bool = True) -> SearchResult:
         """The k best chunks for `query` (blocking; any thread). Without usable vectors it answers from
         keywords alone and says so in `note`."""
-        vectors, why = self._search_model() if mode != "bm25" else (None, None)
-        if vectors is not None and not covers(vectors[1], query):
-            vectors, why = (
-                None,
-                f"the embedding model {vectors[0].model_id} does not know this query's language",
-            )
-        return search_index(
-            self.index,
-            self.name,
-            query,
-            k,
-            mode,
-            vectors,
-            why,
-            self.reranker if rerank else None,
-        )
+        for attempt in (1, 2):
+            vectors, why = self._search_model() if mode != "bm25" else (None, None)
+            if vectors is not None and not covers(vectors[1], query):
+                vectors, why = (
+                    None,
+                    f"the embedding model {vectors[0].model_id} does not know this query's language",
+                )
+            try:
+                return search_index(
+                    self.index, self.name, query, k, mode, vectors, why, self.reranker if rerank else None
+                )
+            except VectorsGone:  # a re-embedding finished meanwhile: its model is the one to use now
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def files(self) -> list[FileRow]:
         index = self.index

@@ -29,3 +29,9 @@ class CollectionFolderError(BadRequest):
     """The folder given for a collection is missing, not a folder, or a bad name was given."""
 
     code = "collection_folder_invalid"
+
+
+class DocumentsUnavailable(QwendeskError):
+    """The documents worker (the process that holds the indexes) could not start or stopped mid-request."""
+
+    code = "documents_unavailable"

@@ -18,13 +18,39 @@ from typing import Any
 from .collection import Collection
 from .embedder import Embedder
 from .errors import CollectionExists, CollectionFolderError, CollectionNotFound
-from .search import RRF_K, Mode, SearchHit, SearchResult
+from .search import RRF_K, Mode, Reranker, SearchHit, SearchResult
 from .sync import ProgressCallback, SyncReport
 from .watch import CollectionWatcher
 
 DEFAULT_COLLECTION = "documents"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 REGISTRY = "collections.json"
+
+
+def name_for(folder: Path) -> str:
+    """A collection name from a folder's name: `My Notes` -> `My-Notes` (letters, digits, '-', '_', '.')."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(folder).expanduser().resolve().name).strip("-_.")[:64]
+    return name or "collection"
+
+
+def collections_root(data_dir: Path) -> Path:
+    """Where the list of collections and their index files live."""
+    return Path(data_dir) / "collections"
+
+
+def read_registry(data_dir: Path) -> dict[str, Path]:
+    """Every collection's folder by name, the default one first (reads only the small JSON list)."""
+    folders = {DEFAULT_COLLECTION: Path(data_dir) / "documents"}
+    path = collections_root(data_dir) / REGISTRY
+    if path.exists():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8")).get("collections", {})
+            folders.update({name: Path(entry["folder"]) for name, entry in saved.items()})
+        except (ValueError, AttributeError, KeyError, TypeError) as exc:
+            raise CollectionFolderError(
+                f"{path} is damaged ({exc}): fix it, or delete it and add the collections again."
+            ) from exc
+    return folders
 
 
 class Library:
@@ -37,31 +63,17 @@ class Library:
         **collection_options: Any,
     ) -> None:
         self.data_dir = Path(data_dir)
-        self.root = self.data_dir / "collections"
+        self.root = collections_root(self.data_dir)
         self._embedder = embedder
         self._options = collection_options
         self._lock = threading.RLock()
         self._collections: dict[str, Collection] = {}
         self._watchers: dict[str, CollectionWatcher] = {}
-        self._watch_args: (
-            tuple[ProgressCallback | None, Callable[[Collection, SyncReport], None] | None] | None
-        ) = None
-        for name, folder in self._folders().items():
+        self._watch_options: dict[str, Any] | None = None
+        for name, folder in read_registry(self.data_dir).items():
             self._collections[name] = self._make(name, folder)
 
     # ---- registry ------------------------------------------------------------------------------
-    def _folders(self) -> dict[str, Path]:
-        folders = {DEFAULT_COLLECTION: self.data_dir / "documents"}
-        path = self.root / REGISTRY
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8")).get("collections", {})
-                folders.update({name: Path(entry["folder"]) for name, entry in saved.items()})
-            except (ValueError, AttributeError, KeyError, TypeError) as exc:
-                raise CollectionFolderError(
-                    f"{path} is damaged ({exc}): fix it, or delete it and add the collections again."
-                ) from exc
-        return folders
 
     def _save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -105,7 +117,7 @@ class Library:
                 )
             collection = self._collections[name] = self._make(name, folder)
             self._save()
-            if self._watch_args is not None:
+            if self._watch_options is not None:
                 self._start_watcher(collection)
         return collection
 
@@ -136,25 +148,57 @@ class Library:
         for watcher in watchers:
             watcher.poke()
 
+    def set_reranker(self, reranker: Reranker | None) -> None:
+        """The reranker of every collection (None: rank without one)."""
+        with self._lock:
+            self._options["reranker"] = reranker
+            for collection in self._collections.values():
+                collection.reranker = reranker
+
     # ---- watching ------------------------------------------------------------------------------
     def watch(
         self,
         on_progress: ProgressCallback | None = None,
         on_synced: Callable[[Collection, SyncReport], None] | None = None,
+        on_failed: Callable[[Collection, Exception], None] | None = None,
+        *,
+        watch_folders: bool = True,
     ) -> None:
-        """Sync every collection now and on every change, each on a thread of its own (callbacks run there)."""
+        """Sync every collection now and on every change, each on a thread of its own (callbacks run there).
+
+        With `watch_folders` False nothing watches the folders here: the caller watches them and calls
+        `poke` (the daemon does, so that its folders are watched while this process is not running)."""
         with self._lock:
-            self._watch_args = (on_progress, on_synced)
+            self.data_dir.joinpath("documents").mkdir(parents=True, exist_ok=True)
+            self._watch_options = {
+                "on_progress": on_progress,
+                "on_synced": on_synced,
+                "on_failed": on_failed,
+                "watch_folder": watch_folders,
+            }
             for collection in self._collections.values():
                 if collection.name not in self._watchers:
                     self._start_watcher(collection)
 
     def _start_watcher(self, collection: Collection) -> None:
-        assert self._watch_args is not None
-        on_progress, on_synced = self._watch_args
-        watcher = CollectionWatcher(collection, on_progress=on_progress, on_synced=on_synced)
+        assert self._watch_options is not None
+        watcher = CollectionWatcher(collection, **self._watch_options)
         self._watchers[collection.name] = watcher
         watcher.start()
+
+    def poke(self, names: Iterable[str] | None = None) -> None:
+        """Sync these collections (all by default) soon: their folders changed, or may have."""
+        with self._lock:
+            chosen = list(self._watchers) if names is None else [n for n in names if n in self._watchers]
+            watchers = [self._watchers[n] for n in chosen]
+        for watcher in watchers:
+            watcher.poke()
+
+    def active(self) -> bool:
+        """Whether any collection is syncing or about to (see CollectionWatcher.active)."""
+        with self._lock:
+            watchers = list(self._watchers.values())
+        return any(w.active for w in watchers)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         with self._lock:
@@ -166,7 +210,7 @@ class Library:
         with self._lock:
             watchers = list(self._watchers.values())
             self._watchers.clear()
-            self._watch_args = None
+            self._watch_options = None
             collections = list(self._collections.values())
         for watcher in watchers:
             watcher.stop()

@@ -11,7 +11,8 @@ from .errors import EmbeddingError
 from .index import DocumentIndex, ModelRow
 
 Mode = Literal["hybrid", "bm25", "vector"]
-# (query, candidate texts) -> one relevance score per text, higher is better (a cross-encoder, say).
+# (query, candidate texts) -> one relevance score per text, higher is better (a cross-encoder, say). It
+# raises EmbeddingError when its model cannot answer: the ranking is then kept as it was (and `note` says so).
 Reranker = Callable[[str, list[str]], list[float]]
 
 RRF_K = 60  # the constant of Cormack et al. (2009); ranks past ~60 barely count
@@ -95,8 +96,11 @@ def search_index(
         top = ranked[:depth]
         rows = index.chunks([i for i, _ in top])
         top = [(i, s) for i, s in top if i in rows]
-        scores = reranker(query, [rows[i].text for i, _ in top])
-        ranked = sorted(zip([i for i, _ in top], scores, strict=True), key=lambda kv: -kv[1])
+        try:
+            scores = reranker(query, [rows[i].text for i, _ in top])
+            ranked = sorted(zip([i for i, _ in top], scores, strict=True), key=lambda kv: -kv[1])
+        except EmbeddingError as exc:
+            note = "; ".join(n for n in (note, f"not reranked: {exc.message}") if n)
     ranked = ranked[: k * 2]  # a few spare in case a chunk went between the ranking and the read
     rows = index.chunks([i for i, _ in ranked])
     hits = [

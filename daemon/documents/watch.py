@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from qwendesk.daemon.watcher import FolderWatcher
+from qwendesk.models.errors import QwendeskError
 
 from .collection import Collection
 from .scan import wanted_change
@@ -34,27 +35,34 @@ class CollectionWatcher:
         *,
         on_progress: ProgressCallback | None = None,
         on_synced: Callable[[Collection, SyncReport], None] | None = None,
+        on_failed: Callable[[Collection, Exception], None] | None = None,
         debounce: float = DEBOUNCE_SECONDS,
+        watch_folder: bool = True,
     ) -> None:
         self.collection = collection
         self.on_progress = on_progress
         self.on_synced = on_synced
+        self.on_failed = on_failed
         self.debounce = debounce
+        self.watch_folder = watch_folder  # False: someone else watches and calls poke()
         self._cond = threading.Condition()
         self._poked = False
         self._busy = False
         self._retry_at: float | None = None
+        self._retry_short = False  # the retry is for files still being written (not an embedding back-off)
         self._stopping = False
         self._watcher: FolderWatcher | None = None
         self._thread: threading.Thread | None = None
         self.last_report: SyncReport | None = None
 
     def start(self) -> None:
-        self.collection.folder.mkdir(parents=True, exist_ok=True)
-        self._watcher = FolderWatcher(
-            [self.collection.folder], self.poke, debounce=self.debounce, wanted=wanted_change
-        )
-        self._watcher.start()
+        # A missing folder is not created (an unplugged drive's mount point must stay empty): its sync
+        # reports it, and the next poke after it comes back syncs it.
+        if self.watch_folder and self.collection.folder.is_dir():
+            self._watcher = FolderWatcher(
+                [self.collection.folder], self.poke, debounce=self.debounce, wanted=wanted_change
+            )
+            self._watcher.start()
         self._thread = threading.Thread(
             target=self._run, name=f"qwendesk-docs-{self.collection.name}", daemon=True
         )
@@ -87,6 +95,13 @@ class CollectionWatcher:
                 self._cond.wait(left)
         return True
 
+    @property
+    def active(self) -> bool:
+        """A sync runs or is about to (a change waits, or files being written are retried shortly);
+        a back-off after an embedding failure does not count."""
+        with self._cond:
+            return self._poked or self._busy or (self._retry_at is not None and self._retry_short)
+
     def _interrupted(self) -> bool:
         with self._cond:
             return self._poked or self._stopping
@@ -113,10 +128,16 @@ class CollectionWatcher:
                     retry = EMBED_RETRY_SECONDS
                 if self.on_synced is not None:
                     self.on_synced(self.collection, report)
-            except Exception:  # a failing sync must not stop the watching; the next change retries
-                log.exception("syncing collection %s failed", self.collection.name)
+            except Exception as exc:  # a failing sync must not stop the watching; the next change retries
+                if isinstance(exc, QwendeskError):  # e.g. the folder is missing: expected, said plainly
+                    log.warning("collection %s: %s", self.collection.name, exc.message)
+                else:
+                    log.exception("syncing collection %s failed", self.collection.name)
+                if self.on_failed is not None:
+                    self.on_failed(self.collection, exc)
             with self._cond:
                 self._busy = False
                 if retry is not None:
                     self._retry_at = time.monotonic() + retry
+                    self._retry_short = retry < EMBED_RETRY_SECONDS
                 self._cond.notify_all()

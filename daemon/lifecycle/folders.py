@@ -1,13 +1,20 @@
-"""The models folders kept in step with the model table: scanned at start-up and after every change."""
+"""The models folders kept in step with the model table: scanned at start-up and after every change.
+
+A scan finds GGUF files (models.folder.scan) and Whisper model folders (speech.models), and which GGUF models
+can hear (their projector has an audio encoder)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qwendesk.models.folder import scan
+from qwendesk.models.folder import ModelFiles, scan
 
+from ..speech.hearing import projector_hears
+from ..speech.models import SpeechModel, find_speech_models
 from ..watcher import FolderWatcher
 from ..xinference.registration import reserved_names
 
@@ -48,8 +55,8 @@ class FolderSync:
     async def rescan(self) -> None:
         """Scan the folders and hand the result to the manager (one scan at a time)."""
         async with self._lock:
-            found = await asyncio.to_thread(scan, self.folders, reserved=reserved_names())
-            await self.manager.apply_scan(found)
+            found, hearing = await asyncio.to_thread(scan_all, self.folders)
+            await self.manager.apply_scan(found, hearing)
         if any(files.pending for files in found.values()):
             self._schedule(PENDING_RECHECK)
 
@@ -63,3 +70,13 @@ class FolderSync:
             self._handle.cancel()
         loop = asyncio.get_running_loop()
         self._handle = loop.call_later(delay, lambda: self.manager.spawn(self.rescan(), "rescan"))
+
+
+def scan_all(folders: list[Path]) -> tuple[Mapping[str, ModelFiles | SpeechModel], set[str]]:
+    """Every model in the folders (GGUF models first; a speech model never takes a GGUF model's name), and
+    the names of the GGUF models that can hear. Blocking: run it in a thread."""
+    gguf = scan(folders, reserved=reserved_names())
+    speech = find_speech_models(folders, taken=gguf)
+    # Projector headers are read on each scan (a bounded read of a few KiB, only for models that have one).
+    hearing = {name for name, files in gguf.items() if files.mmproj and projector_hears(files.mmproj)}
+    return {**gguf, **speech}, hearing

@@ -46,7 +46,9 @@ class KeepAlive:
         if (
             supervisor.mode == "embedded"
             and supervisor.client is not None
-            and not any(e.active for e in manager.models.values())
+            and not any(
+                e.active for e in manager.models.values() if not e.speech
+            )  # workers are not Xinference's
             and now - manager.last_activity > keep
         ):
             log.info("no model has run for %.0f s: stopping the embedded Xinference", keep)

@@ -1,11 +1,16 @@
-"""The model table and each model's lifecycle: available -> starting -> running -> stopping, in Xinference."""
+"""The model table and each model's lifecycle: available -> starting -> running -> stopping.
+
+Two kinds of model share the table and the lifecycle: GGUF files, launched in Xinference, and Whisper
+(faster-whisper) folders, each run by a speech worker process of ours (`speech_worker`). `_launch_engine` and
+`_terminate` pick the launcher; everything else (states, events, keep-alive, memory check, crashed engines
+relaunched by the next request) is the same for both."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Collection, Coroutine, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -19,22 +24,28 @@ from ..config import Settings
 from ..errors import BadRequest, Conflict, NotEnoughMemory, NotFound, QwendeskError
 from ..events import EventBus
 from ..schemas import ModelState, ModelView, StartRequest
+from ..speech.errors import SpeechUnsupported
+from ..speech.limits import WORKER_BASE_MIB
+from ..speech.models import SpeechModel
 from ..xinference import Supervisor
 from ..xinference.registration import model_type, registration_spec
 from .entry import ModelEntry
 from .folders import FolderSync
 from .keepalive import KeepAlive
-from .launch import LaunchPlan, launch_plan
+from .launch import Engine, LaunchPlan, launch_plan
+from .speech_worker import SpeechWorkers
 
 log = logging.getLogger(__name__)
 
 GiB = 2**30
 # How long a failed engine's terminate waits for Xinference to finish restarting it, and how often it asks.
 DROP_ENGINE_TIMEOUT, DROP_ENGINE_RETRY = 120.0, 0.5
-# What a /v1 route asks a model to do; each kind of model serves one of them.
-Service = Literal["chat", "embeddings", "rerank"]
+# What a /v1 route asks a model to do; each kind of model serves one of them (speech: the last two).
+Service = Literal["chat", "embeddings", "rerank", "transcriptions", "translations"]
+SPEECH_SERVICES = ("transcriptions", "translations")
 # The route each kind of model serves, for the message that refuses a request of another kind.
-_SERVES = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank"}
+_SERVES = {"chat": "/v1/chat/completions", "embedding": "/v1/embeddings", "rerank": "/v1/rerank",
+           "speech": "/v1/audio/transcriptions and /v1/audio/translations"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,9 @@ class ModelManager:
         self.last_activity = time.monotonic()
         self.folders = FolderSync(self)
         self.keep_alive = KeepAlive(self)
+        self.speech = SpeechWorkers(
+            settings, settings.n_threads or accel.physical_cores, on_exit=self._on_speech_worker_exit
+        )
         self._registered: dict[str, str] = {}  # name -> Xinference model type it is registered as
         # In error because their engine died while running (the next request relaunches them), with the uid
         # Xinference may still hold for the dead process until it is dropped.
@@ -76,10 +90,11 @@ class ModelManager:
         self.spawn(self.keep_alive.run(), "keep-alive")
 
     async def shut_down(self) -> None:
-        """Stop watching, stop every model and the embedded Xinference."""
+        """Stop watching, stop every model (speech workers too) and the embedded Xinference."""
         self.folders.stop()
         for task in list(self._tasks):
             task.cancel()
+        await self.speech.stop_all()
         if self.supervisor.mode == "remote" and self.supervisor.client is not None:
             for entry in self.models.values():
                 if entry.uid and entry.state in (ModelState.RUNNING, ModelState.STARTING):
@@ -102,8 +117,12 @@ class ModelManager:
                 log.error("%s failed", task.get_name(), exc_info=exc)
 
     # ---- what the folders hold -------------------------------------------------------------------
-    async def apply_scan(self, found: dict[str, ModelFiles]) -> None:
-        """Reconcile the table with a scan: add new models, re-register changed ones, forget removed ones."""
+    async def apply_scan(
+        self, found: Mapping[str, ModelFiles | SpeechModel], hearing: Collection[str] = ()
+    ) -> None:
+        """Reconcile the table with a scan: add new models, re-register changed ones, forget removed ones.
+
+        `hearing` names the GGUF models whose projector has an audio encoder (read by the folder scan)."""
         removed = [name for name in self.models if name not in found]
         for name in removed:
             await self._forget(self.models[name])
@@ -117,6 +136,9 @@ class ModelManager:
             elif entry.files.fingerprint() != files.fingerprint():
                 await self._replace_files(entry, files)
                 changed = True
+        for name, entry in self.models.items():
+            hears = name in hearing and not entry.speech
+            changed, entry.hears = changed or hears != entry.hears, hears
         if changed:
             self.events.publish("snapshot", self.snapshot())
         if self.supervisor.client is not None:
@@ -130,7 +152,7 @@ class ModelManager:
             await self._unregister(entry.name)
         self.models.pop(entry.name, None)
 
-    async def _replace_files(self, entry: ModelEntry, files: ModelFiles) -> None:
+    async def _replace_files(self, entry: ModelEntry, files: ModelFiles | SpeechModel) -> None:
         """The file changed on disk: stop what runs from the old bytes and register the new ones."""
         async with entry.lock:
             await self._terminate(entry)
@@ -158,7 +180,7 @@ class ModelManager:
 
     async def _register(self, entry: ModelEntry) -> None:
         client = self.supervisor.client
-        if entry.name in self._registered or client is None:
+        if entry.name in self._registered or client is None or entry.speech:
             return
         kind = model_type(entry.files)
         await client.register(kind, registration_spec(entry.files))
@@ -171,10 +193,14 @@ class ModelManager:
                 await self.supervisor.client.unregister(kind, name)
 
     async def _terminate(self, entry: ModelEntry) -> None:
-        """Stop the model in Xinference if it runs (caller holds entry.lock)."""
+        """Stop the model in Xinference, or its speech worker, if it runs (caller holds entry.lock)."""
         await self._drop_dead_engine(entry)
         self._crashed.pop(entry.name, None)
-        if entry.uid and self.supervisor.client is not None:
+        if entry.speech:
+            if self.speech.alive(entry.name):
+                self._set(entry, ModelState.STOPPING)
+            await self.speech.terminate(entry.name)
+        elif entry.uid and self.supervisor.client is not None:
             self._set(entry, ModelState.STOPPING)
             with suppress(QwendeskError):
                 await self.supervisor.client.terminate(entry.uid)
@@ -199,6 +225,8 @@ class ModelManager:
         self.events.publish("status", self.status())
         state = self.supervisor.state
         for entry in self.models.values():
+            if entry.speech:
+                continue  # its worker is ours, not Xinference's
             if state == "restarting" and entry.state == ModelState.RUNNING:
                 entry.uid, entry.relaunch = None, True
                 self._set(entry, ModelState.STARTING)
@@ -208,12 +236,16 @@ class ModelManager:
 
     # ---- queries ---------------------------------------------------------------------------------
     def find(self, model_id: str) -> ModelEntry:
-        """A model by name, by file name (with or without .gguf), or by path of its file."""
+        """A model by name, by file name (with or without .gguf), or by path of its file (a speech model: of
+        its folder)."""
         if model_id in self.models:
             return self.models[model_id]
         wanted = model_id.lower()
         for entry in self.models.values():
-            first = entry.files.files[0] if entry.files.files else Path()
+            if isinstance(entry.files, SpeechModel):
+                first = entry.files.folder
+            else:
+                first = entry.files.files[0] if entry.files.files else Path()
             if wanted in (first.name.lower(), first.stem.lower(), str(first).lower()):
                 return entry
         raise NotFound(f"No model named '{model_id}'. `qwendesk models` lists what is available.")
@@ -254,23 +286,30 @@ class ModelManager:
         return entry.view()
 
     async def _start_quietly(self, entry: ModelEntry, options: StartRequest, on_demand: bool) -> None:
-        with suppress(QwendeskError):  # the failure is the entry's state and message
+        try:
             await self._start(entry, options, on_demand)
+        except QwendeskError as exc:  # the failure is the entry's state and message
+            if entry.state == ModelState.STARTING:  # refused before its launch (memory): still "starting"
+                self._set(entry, ModelState.ERROR, exc.message)
 
     async def _start(self, entry: ModelEntry, options: StartRequest, on_demand: bool) -> None:
         async with entry.lock:
-            if entry.state == ModelState.RUNNING and entry.uid:
+            if entry.state == ModelState.RUNNING and (entry.uid or entry.engine):
                 return
             self._check_startable(entry)
-            plan = launch_plan(
-                self.settings, self.accel, entry.files, options, direct=self.supervisor.mode == "embedded"
-            )
-            if self.supervisor.mode == "embedded":
-                self._check_memory(entry, plan)
+            plan: LaunchPlan | None = None
+            if isinstance(entry.files, SpeechModel):
+                self._check_speech_memory(entry.files)
+            else:
+                plan = launch_plan(
+                    self.settings, self.accel, entry.files, options, direct=self.supervisor.mode == "embedded"
+                )
+                if self.supervisor.mode == "embedded":
+                    self._check_memory(entry, plan)
             self._set(entry, ModelState.STARTING)
             try:
                 await self._drop_dead_engine(entry)  # before the launch: the uid is the same
-                entry.uid = await self._launch(entry, plan)
+                engine = await self._launch_engine(entry, plan)
             except QwendeskError as exc:
                 entry.uid = None
                 self._set(entry, ModelState.ERROR, exc.message)
@@ -280,10 +319,20 @@ class ModelManager:
                 message = f"Starting {entry.name} failed unexpectedly: {exc}. See {self.settings.log_dir}."
                 self._set(entry, ModelState.ERROR, message)
                 raise QwendeskError(message) from exc
-            entry.options, entry.on_demand, entry.n_ctx = options, on_demand, plan.n_ctx
-            entry.engine, entry.last_used = plan.engine, time.monotonic()
+            entry.options, entry.on_demand = options, on_demand
+            entry.n_ctx = plan.n_ctx if plan is not None else None
+            entry.engine, entry.last_used = engine, time.monotonic()
             self._crashed.pop(entry.name, None)
             self._set(entry, ModelState.RUNNING)
+
+    async def _launch_engine(self, entry: ModelEntry, plan: LaunchPlan | None) -> Engine | None:
+        """Start the model's engine: a speech worker, or Xinference's launch (`entry.uid` set); returns the
+        engine the daemon talks to directly (None: through a remote Xinference's API)."""
+        if isinstance(entry.files, SpeechModel):
+            return await self.speech.launch(entry.files)
+        assert plan is not None
+        entry.uid = await self._launch(entry, plan)
+        return plan.engine
 
     async def _launch(self, entry: ModelEntry, plan: LaunchPlan) -> str:
         """Register the model if needed and launch it in Xinference; returns its uid."""
@@ -308,6 +357,19 @@ class ModelManager:
         if not entry.files.ok:
             raise Conflict(f"{entry.name} cannot start: {entry.files.error or 'its file could not be read'}")
 
+    def _check_speech_memory(self, model: SpeechModel) -> None:
+        """Refuse a speech worker whose weights, runtime and longest audio cannot fit in the memory available."""
+        need = model.estimated_memory(self.settings.speech_max_seconds)
+        available = memory_snapshot()["available_bytes"]
+        if need > available:
+            audio = need - model.size_bytes - WORKER_BASE_MIB * 2**20
+            raise NotEnoughMemory(
+                f"{model.name} needs about {need / GiB:.1f} GiB (weights {model.size_bytes / GiB:.1f} GiB + worker "
+                f"{WORKER_BASE_MIB / 1024:.2f} GiB + {audio / GiB:.1f} GiB for {self.settings.speech_max_seconds:g} s "
+                f"of audio) but only {available / GiB:.1f} GiB is available. Stop other models or programs, or "
+                "lower speech_max_seconds."
+            )
+
     def _check_memory(self, entry: ModelEntry, plan: LaunchPlan) -> None:
         """Refuse a start whose weights plus KV cache cannot fit in the memory available now."""
         need, kv = plan.memory_needed(entry.files)
@@ -327,6 +389,7 @@ class ModelManager:
             await self._drop_dead_engine(entry)
             self._crashed.pop(entry.name, None)
             if entry.state == ModelState.ERROR and not entry.uid:
+                await self.speech.terminate(entry.name)  # none runs for a model in error; for certain
                 entry.error = None
                 self._set(entry, ModelState.AVAILABLE)
             else:
@@ -342,7 +405,10 @@ class ModelManager:
 
     # ---- use by the /v1 routes -------------------------------------------------------------------
     def check_serves(self, entry: ModelEntry, service: Service, path: str) -> None:
-        """Refuse, before starting anything, a request the model cannot answer (chat, embeddings, rerank)."""
+        """Refuse, before starting anything, a request the model cannot answer (chat, embeddings, rerank, speech)."""
+        if entry.speech or service in SPEECH_SERVICES:
+            self._check_speech_serves(entry, service, path)
+            return
         reg = entry.files.registration
         if reg is None:
             return  # an unusable file: `using` explains why
@@ -362,6 +428,35 @@ class ModelManager:
                 f"model for {path}."
             )
 
+    def _check_speech_serves(self, entry: ModelEntry, service: Service, path: str) -> None:
+        """A speech model serves the audio routes only, and only speech models serve them."""
+        files = entry.files
+        if isinstance(files, SpeechModel):
+            if service not in SPEECH_SERVICES:
+                raise BadRequest(
+                    f"{entry.name} is a speech-to-text model: it serves {_SERVES['speech']} only. Use a chat model "
+                    f"for {path}."
+                )
+            if service == "translations" and files.ok and not files.can_translate:
+                raise SpeechUnsupported(
+                    f"{entry.name} is an English-only Whisper model: it cannot translate. Use a multilingual "
+                    f"Whisper model for {path}{_listing(self._speech_models(translate=True))}."
+                )
+            return
+        kind = _kind_name(files.registration.kind) if files.registration is not None else "model file"
+        raise BadRequest(
+            f"{entry.name} is a {kind}: it cannot transcribe audio. Use a speech model for {path}"
+            f"{_listing(self._speech_models())}, or add a faster-whisper model folder (`qwendesk pull "
+            "faster-whisper:base`)."
+        )
+
+    def _speech_models(self, *, translate: bool = False) -> list[str]:
+        return sorted(
+            e.name
+            for e in self.models.values()
+            if isinstance(e.files, SpeechModel) and e.files.ok and (e.files.can_translate or not translate)
+        )
+
     @asynccontextmanager
     async def using(self, model_id: str, service: Service, path: str) -> AsyncIterator[Endpoint]:
         """Hold a model busy for one request, starting it first if it is stopped and auto-start is on."""
@@ -375,6 +470,10 @@ class ModelManager:
                 raise Conflict(f"{entry.name} is not running. Start it with `qwendesk start {entry.name}`.")
             on_demand = entry.on_demand if entry.state == ModelState.STARTING or crashed else True
             await self._start(entry, entry.options, on_demand)
+        elif entry.speech and (gone := self.speech.check(entry.name)):
+            # Its worker died a moment ago and the watcher has not said so yet: relaunch it now.
+            self._speech_failed(entry, gone)
+            await self._start(entry, entry.options, entry.on_demand)
         endpoint = await self._endpoint(entry)
         entry.busy += 1
         try:
@@ -389,6 +488,12 @@ class ModelManager:
         entry = self.models.get(endpoint.name)
         if entry is None or entry.state != ModelState.RUNNING or not self._is_current(entry, endpoint):
             return  # already noticed by another request, or relaunched since
+        if entry.speech:
+            engine = entry.engine
+            self._speech_failed(entry, reason)
+            # Only that worker: the next request may have started a new one by the time this runs.
+            self.spawn(self.speech.terminate(entry.name, engine), f"stop the speech worker of {entry.name}")
+            return
         uid, entry.uid, entry.relaunch = entry.uid, None, False
         self._crashed[entry.name] = uid
         log.warning("the engine of %s failed: %s", entry.name, reason)
@@ -399,6 +504,24 @@ class ModelManager:
             f"if it keeps failing, see the logs in {self.settings.log_dir}.",
         )
         self.spawn(self._drop_engine(entry), f"drop engine of {entry.name}")
+
+    def _on_speech_worker_exit(self, name: str, engine: Engine, reason: str) -> None:
+        """A speech worker died on its own (killed, crashed): the model is in error until the next request."""
+        entry = self.models.get(name)
+        if entry is not None and entry.state == ModelState.RUNNING and entry.engine == engine:
+            self._speech_failed(entry, reason)
+
+    def _speech_failed(self, entry: ModelEntry, reason: str) -> None:
+        """Show a speech model in error with the cause; the next request starts its worker again."""
+        self._crashed[entry.name] = None  # no Xinference model to drop
+        entry.relaunch = False
+        log.warning("the speech worker of %s failed: %s", entry.name, reason)
+        self._set(
+            entry,
+            ModelState.ERROR,
+            f"The speech worker of {entry.name} stopped unexpectedly ({reason}). The next request starts it "
+            f"again; if it keeps failing, see {self.speech.log_path(entry.name)}.",
+        )
 
     def _is_current(self, entry: ModelEntry, endpoint: Endpoint) -> bool:
         """Whether `endpoint` is the model's own engine as it runs now (not one replaced since).
@@ -431,7 +554,12 @@ class ModelManager:
             self._crashed[entry.name] = None
 
     async def _endpoint(self, entry: ModelEntry) -> Endpoint:
-        """The model's own llama-server when we launched it (stops on disconnect), else Xinference's API."""
+        """The model's own llama-server or speech worker when we launched it (stops on disconnect), else
+        Xinference's API."""
+        if entry.speech:
+            if entry.engine is None:
+                raise Conflict(f"{entry.name} stopped while the request was waiting for it; try again.")
+            return Endpoint(entry.name, entry.engine.url, entry.engine.headers, send_as=None)
         client = self.supervisor.client
         if entry.uid is None or client is None:
             raise Conflict(f"{entry.name} stopped while the request was waiting for it; try again.")
@@ -442,3 +570,7 @@ class ModelManager:
 
 def _kind_name(kind: str) -> str:
     return {"chat": "chat model", "embedding": "embedding model", "rerank": "reranker"}.get(kind, kind)
+
+
+def _listing(names: list[str]) -> str:
+    return f" (here: {', '.join(names)})" if names else ""

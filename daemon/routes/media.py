@@ -1,11 +1,13 @@
-"""Images in chat requests: only a model that can see gets them, each checked and scaled to the pixel budget.
+"""Images and audio in chat requests: only a model that can see (or hear) gets them, each checked first.
 
-The body is rewritten only when it carries image (or video) parts; any other request reaches the engine as
-the client sent it. llama-server would download an http(s) image URL by itself, so no such URL ever reaches it.
+The body is rewritten only when it carries image (or video) parts, which are scaled to the pixel budget; audio
+parts are checked and passed on as sent; any other request reaches the engine as the client sent it.
+llama-server would download an http(s) image URL by itself, so no such URL ever reaches it.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import anyio
@@ -13,12 +15,20 @@ from fastapi import Request
 
 from ..config import Settings
 from ..errors import NotFound
+from ..speech.hearing import AUDIO_MARKER, check_audio_parts
 from ..vision.errors import ImageURLRefused, vision_not_supported
 from ..vision.images import ImageLimits, has_media, prepare_images
 from .relay import json_body, with_body
 
 # A cheap look at the raw bytes before any parsing: most requests carry no media at all.
-_MEDIA_MARKERS = (b'"image_url"', b'"video_url"', b'"input_video"', b'"input_image"', b'"image"')
+_MEDIA_MARKERS = (
+    b'"image_url"',
+    b'"video_url"',
+    b'"input_video"',
+    b'"input_image"',
+    b'"image"',
+    AUDIO_MARKER,
+)
 
 
 def limits(settings: Settings) -> ImageLimits:
@@ -41,20 +51,37 @@ async def prepare_chat_media(request: Request) -> Request:
     if not any(marker in raw for marker in _MEDIA_MARKERS):
         return request
     body = await json_body(request)
-    if not has_media(body):
-        return request
     manager = request.app.state.manager
     model = body.get("model")
     try:
         view = manager.find(model).view() if isinstance(model, str) else None
     except NotFound:
         return request  # the forward answers the unknown model in its usual words
+    if view is not None and AUDIO_MARKER in raw:
+        await check_audio(request, body, view)
+    if not has_media(body):
+        return request
     if view is not None and "vision" not in view.abilities:
         raise vision_not_supported(view.name, vision_models(manager))
     prepared, _notes = await anyio.to_thread.run_sync(
         prepare_images, body, limits(request.app.state.settings)
     )
     return with_body(request, prepared)
+
+
+async def check_audio(request: Request, body: dict[str, Any], view: Any) -> None:
+    """Refuse `input_audio` parts for a model that cannot hear, or that are not the audio they claim."""
+    views = request.app.state.manager.views()
+    check = functools.partial(
+        check_audio_parts,
+        body,
+        "audio" in view.abilities,
+        [v.name for v in views if "audio" in v.abilities],
+        model=view.name,
+        speech_models=[v.name for v in views if "transcribe" in v.abilities],
+        max_bytes=int(request.app.state.settings.speech_max_upload_mib * 2**20),
+    )
+    await anyio.to_thread.run_sync(check)
 
 
 def refuse_remote_images(body: dict[str, Any], settings: Settings) -> None:

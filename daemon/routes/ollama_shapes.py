@@ -82,8 +82,8 @@ def capabilities(view: ModelView) -> list[str]:
 
 
 def listed(view: ModelView) -> bool:
-    """Models an Ollama app can use: chat and embedding models (rerankers have no Ollama API)."""
-    return bool(view.abilities) and "rerank" not in view.abilities
+    """Models an Ollama app can use: chat and embedding models (rerankers and speech have no Ollama API)."""
+    return bool(view.abilities) and "rerank" not in view.abilities and view.kind != "speech"
 
 
 def tag_entry(view: ModelView) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request, Response
 
 from ..schemas import ModelView
+from .documents import chat_with_documents
 from .media import prepare_chat_media
 from .proxy import forward, new_http_client
 from .tool_calls import forward_chat
@@ -33,7 +34,8 @@ router = APIRouter(prefix="/v1", tags=["openai"], lifespan=_lifespan)
 
 # What a registration's abilities let a client do, in /v1/models' words.
 _CAPABILITIES = {"chat": "chat", "generate": "completions", "tools": "tools", "vision": "vision",
-                 "audio": "audio", "embed": "embeddings", "rerank": "rerank"}  # fmt: skip
+                 "audio": "audio", "embed": "embeddings", "rerank": "rerank",
+                 "transcribe": "transcriptions", "translate": "translations"}  # fmt: skip
 
 
 def _capabilities(view: ModelView) -> list[str]:
@@ -55,6 +57,7 @@ def _model_object(view: ModelView) -> dict[str, Any]:
         "context_length": view.n_ctx or view.context_length,
         "capabilities": _capabilities(view),
         "error": view.error,
+        **({"languages": view.languages} if view.kind == "speech" else {}),
     }
 
 
@@ -74,7 +77,8 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 async def chat_completions(request: Request) -> Response:
     # Images are checked and scaled first (media.py); a forced tool choice is constrained in tool_calls.py;
     # any other request goes to forward() unchanged.
-    return await forward_chat(await prepare_chat_media(request), "/v1/chat/completions")
+    # A body with `collections` is answered from those document collections, with citations (documents.py).
+    return await chat_with_documents(await prepare_chat_media(request), "/v1/chat/completions", forward_chat)
 
 
 @router.post("/completions")

@@ -9,6 +9,7 @@ SAMPLE_RATE = 16_000  # what every Whisper model was trained on
 # minute of audio (+493 MiB for 10 min, +1481 MiB for 30 min), so the default stays at 10 min.
 DEFAULT_MAX_SECONDS = 10 * 60.0
 DEFAULT_MAX_BYTES = 25 * 1024 * 1024  # OpenAI's own upload limit for /v1/audio
+FORM_SLACK = 64 * 1024  # the multipart framing and small fields around a file of the maximum size
 MIB_PER_AUDIO_MINUTE = 50
 # The worker's RSS besides the weights and the per-minute cost: the interpreter, PyAV, CTranslate2, the
 # tokenizer and beam-search buffers (idle 161 MiB and 316 MiB peak on a 46 s clip with tiny.en's 76 MB).

@@ -45,6 +45,12 @@ class SpeechModel:
     error: str | None = None
     pending: bool = False  # still being copied: re-checked on the next scan
 
+    # What a GGUF model's files (models.folder.ModelFiles) carry and a Whisper folder has not: code that looks
+    # at any model in the table (tool calls, the Ollama listing) finds None here rather than failing.
+    info = None
+    registration = None
+    mmproj = None
+
     @property
     def ok(self) -> bool:
         return self.error is None and not self.pending
@@ -68,12 +74,12 @@ class SpeechModel:
             "name": self.name,
             "kind": "speech",
             "format": "ctranslate2",
+            "architecture": "whisper",
             "file": str(self.folder),
             "size_bytes": self.size_bytes,
             "languages": list(self.languages),
-            "english_only": self.english_only,
             "can_translate": self.can_translate,
-            "abilities": ["audio2text", *(["translate"] if self.can_translate else [])],
+            "abilities": ["transcribe", *(["translate"] if self.can_translate else [])],
             "error": self.error or ("still being copied" if self.pending else None),
         }
 

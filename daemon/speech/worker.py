@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -37,17 +38,16 @@ from qwendesk.models.errors import BadRequest, QwendeskError
 
 from .audio import decode_audio
 from .engine import Cancelled, Options, SpeechEngine
-from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_SECONDS, check_upload_size
+from .limits import DEFAULT_MAX_BYTES, DEFAULT_MAX_SECONDS, FORM_SLACK, check_upload_size
 from .transcript import MEDIA_TYPES, RESPONSE_FORMATS, Transcript, render
 
 log = logging.getLogger("qwendesk.speech")
 T = TypeVar("T")
 KEY_ENV = "QWENDESK_SPEECH_KEY"
-EXIT_LOAD_FAILED = 3
+EXIT_PORT_TAKEN, EXIT_LOAD_FAILED = 1, 3
 CLIENT_CLOSED = 499
 STATUS_BY_CODE = {"unauthorized": 401, "not_found": 404, "upload_too_large": 413}  # other QwendeskErrors: 400
 GRANULARITIES = ("segment", "word")
-FORM_SLACK = 64 * 1024  # the multipart framing and small fields around a file of the maximum size
 
 
 # ---- errors --------------------------------------------------------------------------------------
@@ -346,6 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.parent:
         watch_parent(args.parent)
     name = args.name or args.model.name
+    try:
+        sock = bind_port(args.port)
+    except OSError as exc:
+        print(
+            f"qwendesk speech worker: cannot listen on 127.0.0.1:{args.port}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_PORT_TAKEN
     started = time.perf_counter()
     try:
         engine = SpeechEngine(args.model, device=args.device, threads=args.threads)
@@ -363,16 +372,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     import uvicorn
 
-    uvicorn.run(
-        worker,
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=2,
+    config = uvicorn.Config(
+        worker, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2
     )
+    uvicorn.Server(config).run(sockets=[sock])  # it listens from here on: connections were refused until now
     return 0
+
+
+def bind_port(port: int) -> socket.socket:
+    """The loopback port, bound before the model loads (a taken port fails at once, with its own exit status;
+    uvicorn would exit 3 like a model that cannot load). Not listening yet: nothing connects before ready."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if os.name != "nt":  # as uvicorn does; on Windows SO_REUSEADDR would let two processes share the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 if __name__ == "__main__":

@@ -1,103 +1,102 @@
-/* qwendesk chat page: talks to the same /v1 API as every other client, stores chats in localStorage. */
+/* qwendesk chat page: talks to the same /v1 API as every other client, stores chats in localStorage.
+ * Images (images.js), dictation (voice.js) and answers from documents (citations.js) are their own modules. */
 (function () {
   "use strict";
 
   const STORE = "qwendesk.chats.v1";
   const CURRENT = "qwendesk.current";
   const MODEL = "qwendesk.model";
-  const TOKEN = "qwendesk.token";
+  const qd = window.qd;
+  const can = qd.api.can;
   const $ = function (id) { return document.getElementById(id); };
   const el = {
-    model: $("model"), dot: $("model-dot"), status: $("status"), messages: $("messages"), empty: $("empty"),
-    input: $("input"), send: $("send"), stop: $("stop"), composer: $("composer"), history: $("history"),
-    newChat: $("new-chat"), systemToggle: $("system-toggle"), systemPanel: $("system-panel"), system: $("system"),
-    tokenDialog: $("token-dialog"), tokenForm: $("token-form"), tokenInput: $("token-input"),
+    model: $("model"), dot: $("model-dot"), caps: $("model-caps"), status: $("status"), messages: $("messages"),
+    empty: $("empty"), input: $("input"), send: $("send"), stop: $("stop"), composer: $("composer"),
+    history: $("history"), newChat: $("new-chat"), systemToggle: $("system-toggle"), systemPanel: $("system-panel"),
+    system: $("system"), main: $("main"),
   };
 
   let chats = load();
   let current = chats.find(function (c) { return c.id === localStorage.getItem(CURRENT); }) || null;
   let controller = null; // AbortController of the reply being streamed
   let models = [];
+  let storageFull = false;
 
   // ---- storage ---------------------------------------------------------------------------------
   function load() {
     try { return JSON.parse(localStorage.getItem(STORE)) || []; } catch (_e) { return []; }
   }
   function save() {
-    localStorage.setItem(STORE, JSON.stringify(chats));
-    if (current) localStorage.setItem(CURRENT, current.id); else localStorage.removeItem(CURRENT);
+    try {
+      localStorage.setItem(STORE, JSON.stringify(chats));
+      if (current) localStorage.setItem(CURRENT, current.id); else localStorage.removeItem(CURRENT);
+      if (storageFull) qd.say("");
+      storageFull = false;
+    } catch (_e) {
+      // The browser keeps about 5 MB per site; nothing is lost while the page stays open.
+      storageFull = true;
+      qd.say("Browser storage is full: this chat is kept only while the page is open. Delete older chats " +
+        "(those with images take the most room) to keep it.", "error");
+    }
   }
   function newId() { return Date.now().toString(36) + Math.random().toString(36).slice(2, 8); }
 
-  // ---- API ------------------------------------------------------------------------------------------
-  function headers() {
-    const h = { "Content-Type": "application/json" };
-    const token = localStorage.getItem(TOKEN);
-    if (token) h.Authorization = "Bearer " + token;
-    return h;
-  }
-  async function api(path, options) {
-    const response = await fetch(path, Object.assign({ headers: headers() }, options || {}));
-    if (response.status === 401) {
-      await askToken();
-      return api(path, options);
-    }
-    if (!response.ok) {
-      let message = response.status + " " + response.statusText;
-      try { const body = await response.json(); message = (body.error && (body.error.message || body.error)) || message; } catch (_e) { /* not JSON */ }
-      throw new Error(message);
-    }
-    return response;
-  }
-  function askToken() {
-    return new Promise(function (resolve) {
-      el.tokenInput.value = "";
-      el.tokenForm.onsubmit = function (event) {
-        event.preventDefault();
-        localStorage.setItem(TOKEN, el.tokenInput.value.trim());
-        el.tokenDialog.close();
-        resolve();
-      };
-      if (!el.tokenDialog.open) el.tokenDialog.showModal();
-    });
-  }
-
   // ---- models ---------------------------------------------------------------------------------------
+  function chatsWith(m) { return !m.capabilities || can(m, "chat") || can(m, "completions"); }
+  function selected() { return models.find(function (x) { return x.id === el.model.value; }) || null; }
+
   async function refreshModels() {
     try {
-      const body = await (await api("/v1/models")).json();
+      const body = await (await qd.api.request("/v1/models")).json();
       models = body.data || [];
     } catch (err) {
       setStatus("Cannot list models: " + err.message, "error");
       return;
     }
+    qd.voice.update(models);
+    const chatModels = models.filter(chatsWith); // embedding and speech models answer no chat
     const wanted = el.model.value || (current && current.model) || localStorage.getItem(MODEL);
     el.model.textContent = "";
-    if (!models.length) {
+    if (!chatModels.length) {
       const opt = new Option("No models — add a .gguf to the models folder", "");
       opt.disabled = true;
       el.model.add(opt);
     }
     const order = { running: 0, starting: 1, available: 2, stopping: 3, error: 4 };
-    models.slice().sort(function (a, b) { return (order[a.state] - order[b.state]) || a.id.localeCompare(b.id); })
+    chatModels.slice().sort(function (a, b) { return (order[a.state] - order[b.state]) || a.id.localeCompare(b.id); })
       .forEach(function (m) {
-        const label = m.id + (m.parameters ? " · " + m.parameters : "") + (m.state !== "running" ? " (" + m.state + ")" : "");
+        const label = m.id + (m.parameters ? " · " + m.parameters : "") + (can(m, "vision") ? " · vision" : "") +
+          (m.state !== "running" ? " (" + m.state + ")" : "");
         const opt = new Option(label, m.id);
         opt.disabled = m.state === "error";
         if (m.error) opt.title = m.error;
         el.model.add(opt);
       });
-    const pick = models.find(function (m) { return m.id === wanted && m.state !== "error"; }) ||
-      models.find(function (m) { return m.state === "running"; }) ||
-      models.find(function (m) { return m.state !== "error"; });
+    const pick = chatModels.find(function (m) { return m.id === wanted && m.state !== "error"; }) ||
+      chatModels.find(function (m) { return m.state === "running"; }) ||
+      chatModels.find(function (m) { return m.state !== "error"; });
     if (pick) el.model.value = pick.id;
     showModelState();
   }
   function showModelState() {
-    const m = models.find(function (x) { return x.id === el.model.value; });
+    const m = selected();
     el.dot.className = "dot " + (m ? m.state : "");
     el.dot.title = m ? m.state : "";
+    el.caps.textContent = can(m, "vision") ? "sees images" : "";
+    $("attach").classList.toggle("off", !can(m, "vision"));
     if (!controller) setStatus(m && m.state !== "running" ? "Starts on your first message" : "");
+  }
+
+  /* Why images cannot go to the selected model ("" when they can), with what to do instead. */
+  function imageRefusal() {
+    const m = selected();
+    if (!m) return "Pick a model first.";
+    if (can(m, "vision")) return "";
+    const seers = models.filter(function (x) { return can(x, "vision") && x.state !== "error"; })
+      .map(function (x) { return x.id; });
+    return m.id + " cannot see images. " + (seers.length
+      ? "Pick a model marked “vision” to send images: " + seers.join(", ") + "."
+      : "No model here can: add a vision model (a GGUF with its mmproj projector file) to the models folder.");
   }
 
   // ---- rendering --------------------------------------------------------------------------------------
@@ -133,10 +132,12 @@
       el.history.append(item);
     });
   }
-  function messageNode(msg) {
+  function messageNode(msg, index) {
     const row = document.createElement("div");
     row.className = "msg " + msg.role;
     row.dataset.testid = "message-" + msg.role;
+    row.dataset.index = String(index);
+    if (msg.images && msg.images.length) row.append(qd.images.thumbs(msg.images));
     const bubble = document.createElement("div");
     bubble.className = "bubble";
     row.append(bubble);
@@ -149,10 +150,28 @@
   }
   function paint(row, msg) {
     const bubble = row.querySelector(".bubble");
+    const prefix = "cite-" + row.dataset.index;
     if (msg.role === "assistant") {
-      bubble.innerHTML = msg.content ? window.qdMarkdown.render(msg.content) : '<span class="typing"><i></i><i></i><i></i></span>';
+      let html = msg.content ? window.qdMarkdown.render(msg.content) : "";
+      if (html && msg.citations && msg.citations.length) html = qd.docs.link(html, msg.citations, prefix);
+      if (!html && !msg.error && !msg.stopped) html = '<span class="typing"><i></i><i></i><i></i></span>';
+      bubble.innerHTML = html;
+      if (msg.error) {
+        const box = document.createElement("div");
+        box.className = "error-box";
+        box.dataset.testid = "error";
+        box.setAttribute("role", "alert");
+        box.textContent = msg.error;
+        bubble.append(box);
+      }
+      const old = row.querySelector(".citations");
+      if (old) old.remove();
+      if ((msg.citations && msg.citations.length) || msg.retrieval) {
+        row.insertBefore(qd.docs.list(msg.citations || [], prefix, msg.retrieval), row.querySelector(".meta"));
+      }
     } else {
       bubble.textContent = msg.content;
+      bubble.hidden = !msg.content; // an image on its own
     }
     const meta = row.querySelector(".meta");
     const parts = [];
@@ -160,7 +179,7 @@
     if (msg.stats && msg.stats.tokens) parts.push(msg.stats.tokens + " tokens");
     if (msg.stats && msg.stats.tps) parts.push(msg.stats.tps.toFixed(1) + " tok/s");
     if (msg.stopped) parts.push("stopped");
-    if (msg.error) parts.push("error: " + msg.error);
+    if (msg.error) parts.push("error");
     meta.textContent = parts.join(" · ");
     meta.classList.toggle("error", !!msg.error);
   }
@@ -169,8 +188,9 @@
     el.messages.querySelectorAll(".msg").forEach(function (n) { n.remove(); });
     const msgs = current ? current.messages : [];
     el.empty.hidden = msgs.length > 0;
-    msgs.forEach(function (m) { el.messages.append(messageNode(m)); });
+    msgs.forEach(function (m, i) { el.messages.append(messageNode(m, i)); });
     el.system.value = current ? current.system || "" : "";
+    qd.docs.use(current);
     if (current && current.model && models.some(function (m) { return m.id === current.model; })) {
       el.model.value = current.model;
       showModelState();
@@ -188,17 +208,19 @@
     el.stop.hidden = !on;
     el.model.disabled = on;
   }
-  async function send(text) {
+  async function send(text, images) {
     const model = el.model.value;
-    if (!model) { setStatus("Pick a model first", "error"); return; }
     if (!current) {
       current = { id: newId(), title: "", model: model, system: el.system.value, messages: [], updated: Date.now() };
       chats.push(current);
     }
     current.model = model;
     current.system = el.system.value;
-    if (!current.title) current.title = text.slice(0, 60);
-    current.messages.push({ role: "user", content: text });
+    current.collections = qd.docs.selected();
+    if (!current.title) current.title = text.slice(0, 60) || (images.length ? "Image" : "");
+    const question = { role: "user", content: text };
+    if (images.length) question.images = images;
+    current.messages.push(question);
     const reply = { role: "assistant", content: "", model: model };
     current.messages.push(reply);
     current.updated = Date.now();
@@ -209,11 +231,16 @@
     await stream(current, reply, row);
   }
 
-  function requestMessages(chat) {
+  /* The conversation as OpenAI messages. Images go as image parts to a model that sees; a text-only model
+   * (the user switched models mid-chat) gets the text and a marker, since the daemon refuses image parts. */
+  function requestMessages(chat, sees) {
     const msgs = [];
     if (chat.system && chat.system.trim()) msgs.push({ role: "system", content: chat.system.trim() });
     chat.messages.slice(0, -1).forEach(function (m) {
-      if (m.content) msgs.push({ role: m.role, content: m.content });
+      const images = m.role === "user" && m.images ? m.images : [];
+      if (images.length && sees) msgs.push({ role: m.role, content: qd.images.parts(m.content, images) });
+      else if (images.length) msgs.push({ role: m.role, content: (m.content ? m.content + "\n" : "") + "[image]" });
+      else if (m.content) msgs.push({ role: m.role, content: m.content });
     });
     return msgs;
   }
@@ -228,14 +255,14 @@
     let pieces = 0;
     let frame = 0;
     const repaint = function () { frame = 0; paint(row, reply); scrollDown(false); };
+    const body = {
+      model: reply.model, messages: requestMessages(chat, can(m, "vision")), stream: true,
+      stream_options: { include_usage: true },
+    };
+    if (chat.collections && chat.collections.length) body.collections = chat.collections;
     try {
-      const response = await api("/v1/chat/completions", {
-        method: "POST",
-        signal: controller.signal,
-        body: JSON.stringify({
-          model: reply.model, messages: requestMessages(chat), stream: true,
-          stream_options: { include_usage: true },
-        }),
+      const response = await qd.api.request("/v1/chat/completions", {
+        method: "POST", signal: controller.signal, body: JSON.stringify(body),
       });
       setStatus("");
       const reader = response.body.getReader();
@@ -253,7 +280,7 @@
             .map(function (l) { return l.slice(5).trim(); }).join("\n");
           if (!data || data === "[DONE]") continue;
           const chunk = JSON.parse(data);
-          if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+          if (chunk.error) throw new Error(qd.api.errorText(chunk, JSON.stringify(chunk.error)));
           const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
           const text = delta && (delta.content || "");
           if (text) {
@@ -262,6 +289,9 @@
             reply.content += text;
             if (!frame) frame = requestAnimationFrame(repaint);
           }
+          if (Array.isArray(chunk.citations)) reply.citations = chunk.citations;
+          const found = chunk.retrieval;
+          if (found) reply.retrieval = { collections: found.collections, note: found.note };
           if (chunk.usage) reply.stats = { tokens: chunk.usage.completion_tokens };
         }
       }
@@ -289,10 +319,16 @@
   el.composer.addEventListener("submit", function (event) {
     event.preventDefault();
     const text = el.input.value.trim();
-    if (!text || controller) return;
+    if ((!text && !qd.images.count()) || controller) return;
+    if (!el.model.value) { setStatus("Pick a model first", "error"); return; }
+    if (qd.images.count()) {
+      const refusal = imageRefusal();
+      if (refusal) { qd.say(refusal, "error"); return; } // the images stay in the composer
+    }
+    qd.say("");
     el.input.value = "";
     autosize();
-    send(text);
+    send(text, qd.images.take());
   });
   el.input.addEventListener("keydown", function (event) {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -317,6 +353,7 @@
     localStorage.setItem(MODEL, el.model.value);
     if (current) { current.model = el.model.value; save(); }
     showModelState();
+    if (qd.images.count() && imageRefusal()) qd.say(imageRefusal(), "error");
   });
   el.systemToggle.addEventListener("click", function () {
     const open = el.systemPanel.hidden;
@@ -336,6 +373,16 @@
       button.textContent = "Copied";
       setTimeout(function () { button.textContent = "Copy"; }, 1200);
     }, function () { button.textContent = "Copy failed"; });
+  });
+
+  qd.images.init({
+    tray: $("attachments"), file: $("file"), attach: $("attach"), zone: el.main, input: el.input,
+    composer: el.composer, check: imageRefusal,
+  });
+  qd.voice.init({ button: $("mic"), input: el.input });
+  qd.docs.init({
+    toggle: $("docs-toggle"), panel: $("docs-panel"), list: $("collections"), note: $("docs-note"),
+    count: $("docs-count"), messages: el.messages, save: save,
   });
 
   refreshModels().then(renderAll);

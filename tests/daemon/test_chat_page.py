@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port
+from tests.daemon.vision.imagefiles import data_url, encode, pattern
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -31,14 +32,26 @@ ARGS = [
 STATIC = Path(__file__).resolve().parents[2] / "daemon" / "static"
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
+@contextlib.contextmanager
+def playwright() -> Iterator:
+    """Playwright's sync API (one per thread at a time: launch every browser of a module from it)."""
     if not Path(CHROMIUM).exists():
         pytest.skip("Debian's chromium is not installed")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield pw
+
+
+def launch(pw, *extra_args: str):
+    """Headless Chromium with the page tests' flags, and `extra_args`."""
+    return pw.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *extra_args])
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    with playwright() as pw:
+        browser = launch(pw)
         yield browser
         browser.close()
 
@@ -59,7 +72,12 @@ def assistant_text(page) -> str:
 
 def test_assets_ship_in_the_package_and_load_nothing_remote() -> None:
     names = {p.name for p in STATIC.iterdir()}
-    assert {"index.html", "chat.js", "chat.css", "markdown.js", "icon.svg"} <= names
+    scripts = {"markdown.js", "api.js", "images.js", "voice.js", "citations.js", "chat.js"}
+    assert {"index.html", "chat.css", "icon.svg", *scripts} <= names
+    # Every module is loaded by the page as a plain script from /static/ (the CSP forbids inline ones).
+    html = (STATIC / "index.html").read_text()
+    assert {f'<script src="/static/{name}"></script>' in html for name in scripts} == {True}
+    assert "<script>" not in html and " on" + "click=" not in html
     for path in STATIC.iterdir():
         text = path.read_text()
         assert "http://" not in text.replace("http://www.w3.org/2000/svg", "") or path.suffix == ".js"
@@ -148,7 +166,8 @@ def test_markdown_code_and_dark_mode(daemon: DaemonProcess, browser, artifacts: 
         assert 'class="language-python"' in html and "print(&quot;&lt;hi&gt;&quot;)" in html
         assert "<ul><li>one</li><li>two</li></ul>" in html
         assert 'rel="noopener noreferrer"' in html
-        # A stored conversation with markdown, shown in dark mode.
+        # A stored conversation with markdown, an image and a source, shown in dark mode.
+        picture = data_url(encode(pattern(160, 120), "PNG"))
         chat = {
             "id": "demo",
             "title": "Sort a list in Python",
@@ -156,14 +175,27 @@ def test_markdown_code_and_dark_mode(daemon: DaemonProcess, browser, artifacts: 
             "system": "",
             "updated": 1,
             "messages": [
-                {"role": "user", "content": "How do I sort a list of words by length in Python?"},
+                {
+                    "role": "user",
+                    "content": "How do I sort a list of words by length in Python?",
+                    "images": [{"url": picture, "width": 160, "height": 120, "name": "words.png"}],
+                },
                 {
                     "role": "assistant",
                     "model": SMOLLM2_NAME,
-                    "content": "Use **`sorted`** with a `key`:\n\n```python\nwords = ['pear', 'fig', 'banana']\n"
+                    "content": "Use **`sorted`** with a `key` [1]:\n\n```python\nwords = ['pear', 'fig', 'banana']\n"
                     "print(sorted(words, key=len))\n```\n\n1. `key=len` sorts by length\n"
                     "2. add `reverse=True` for longest first",
                     "stats": {"tokens": 48, "tps": 61.3},
+                    "citations": [
+                        {
+                            "index": 1,
+                            "path": "python/howto/sorting.md",
+                            "page": None,
+                            "heading": "Key functions",
+                            "text": "Both list.sort() and sorted() have a key parameter to specify a function.",
+                        },
+                    ],  # fmt: skip
                 },
             ],
         }
@@ -175,6 +207,8 @@ def test_markdown_code_and_dark_mode(daemon: DaemonProcess, browser, artifacts: 
         page.reload()
         page.wait_for_selector(".code pre code.language-python")
         assert "61.3 tok/s" in page.get_by_test_id("stats").last.inner_text()
+        assert page.locator("[data-testid=thumb]").count() == 1 and page.locator("a.cite").count() == 1
+        assert "sorting.md" in page.get_by_test_id("citation").inner_text()
         bg = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
         assert bg == "rgb(21, 22, 26)", bg  # the dark palette applies
         page.screenshot(path=str(artifacts / "chat_page_dark.png"))
@@ -256,5 +290,40 @@ def test_page_asks_for_the_token_once_and_other_origins_are_refused(
                 token_daemon.url,
             )
         assert outcome == "blocked"
+    finally:
+        context.close()
+
+
+# Each control's accessible name: aria-label, a <label>, or its own text.
+CONTROL_NAMES_JS = """() => [...document.querySelectorAll('button, input, select, textarea')]
+  .filter((e) => e.type !== 'file')
+  .map((e) => [e.id || e.dataset.testid || e.outerHTML.slice(0, 60),
+               (e.getAttribute('aria-label') || (e.labels && e.labels[0] && e.labels[0].innerText)
+                || e.innerText || '').trim()])"""
+
+
+def test_every_control_is_named_and_reached_by_keyboard(daemon: DaemonProcess, browser) -> None:
+    context, page, errors = open_page(browser, daemon.url)
+    try:
+        page.wait_for_selector(f"[data-testid=model-select] option[value='{SMOLLM2_NAME}']", state="attached")
+        page.get_by_test_id("docs-toggle").wait_for()
+        unnamed = [control for control, name in page.evaluate(CONTROL_NAMES_JS) if not name]
+        assert not unnamed, unnamed
+        reached = set()
+        page.locator("body").focus()
+        for _ in range(20):
+            page.keyboard.press("Tab")
+            reached.add(page.evaluate("() => document.activeElement.id"))
+        assert {
+            "new-chat",
+            "model",
+            "docs-toggle",
+            "system-toggle",
+            "attach",
+            "input",
+            "mic",
+            "send",
+        } <= reached
+        assert not errors, errors
     finally:
         context.close()

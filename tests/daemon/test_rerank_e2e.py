@@ -2,22 +2,17 @@
 llama.cpp's own scores, in its order, with `top_n`; models of other kinds are refused before starting.
 
 The fixture reranker has random weights: its scores mean nothing, so the test checks that the daemon gives
-exactly the engine's own scores and order for the same file. Set QWENDESK_TEST_RERANKER to the path of a real
-reranker GGUF (e.g. bge-reranker-v2-m3) to also check that the relevant document comes first.
+exactly the engine's own scores and order for the same file. No real reranker GGUF can be had here (no model
+hub), so ranking quality with real weights is not verified.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
-import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
-from qwendesk.daemon.routes import openai as openai_routes
-from qwendesk.models.folder import model_name_for
 from tests.daemon.routes.api_daemon import (
     CHAT,
     EMBED,
@@ -81,31 +76,8 @@ def test_other_kinds_are_refused_before_starting(api_daemon: ApiDaemon) -> None:
     assert listed[RERANK]["abilities"] == ["rerank"]
 
 
-@pytest.mark.skipif(
-    "_abilities" not in inspect.getsource(openai_routes),
-    reason="routes/openai.py does not list abilities yet",
-)
 def test_v1_models_says_what_each_model_can_do(api_daemon: ApiDaemon) -> None:
     models = httpx.get(api_daemon.v1 + "/models", headers=api_daemon.headers, timeout=30).json()["data"]
     can = {m["id"]: set(m["capabilities"]) for m in models}
     assert can[RERANK] == {"rerank"} and can[EMBED] == {"embeddings"}
     assert {"chat", "tools"} <= can[CHAT] and "rerank" not in can[CHAT]
-
-
-@pytest.mark.skipif(
-    not os.environ.get("QWENDESK_TEST_RERANKER"), reason="set QWENDESK_TEST_RERANKER to a real GGUF"
-)
-def test_a_real_reranker_puts_the_relevant_document_first(api_daemon: ApiDaemon) -> None:
-    source = Path(os.environ["QWENDESK_TEST_RERANKER"])
-    target = api_daemon.proc.models_dir / source.name
-    shutil.copyfile(source, target)
-    name = model_name_for(target)
-    try:
-        api_daemon.proc.wait_for(lambda c: api_daemon.proc.model(name).get("state") == "available", 60, name)
-        documents = ["Paris is the capital of France.", "Pandas eat bamboo.", "The stock market fell today."]
-        r = rerank(api_daemon, name, query="What do giant pandas eat?", documents=documents)
-        assert r.status_code == 200, r.text
-        assert r.json()["results"][0]["index"] == 1
-    finally:
-        api_daemon.proc.client.stop(name)
-        target.unlink()

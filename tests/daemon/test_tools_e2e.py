@@ -9,7 +9,6 @@ can only come from the daemon's constraint (see daemon/routes/tool_calls.py), ne
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +19,6 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from qwendesk.daemon.routes import openai as openai_routes
 from tests.daemon.routes.api_daemon import (
     CHAT,
     ApiDaemon,
@@ -34,13 +32,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="session")
 def api_daemon(tmp_path_factory: pytest.TempPathFactory, qwen2_gguf: Path, smollm2_gguf: Path):
     yield from shared_daemon(tmp_path_factory, qwen2_gguf, smollm2_gguf)
-
-
-# /v1/chat/completions is routes/openai.py's; it hands forced choices to tool_calls.forward_chat once wired.
-chat_route_wired = pytest.mark.skipif(
-    "forward_chat" not in inspect.getsource(openai_routes),
-    reason="routes/openai.py does not route chat completions through tool_calls.forward_chat yet",
-)
 
 
 class GetWeather(BaseModel):
@@ -82,7 +73,6 @@ def sdk(api: ApiDaemon) -> openai.OpenAI:
 
 
 # ---- OpenAI chat completions ----------------------------------------------------------------------------
-@chat_route_wired
 def test_named_function_is_called_through_chat_completions(api_daemon: ApiDaemon) -> None:
     client = sdk(api_daemon)
     tools = [chat_tool("get_weather"), chat_tool("get_time")]
@@ -123,7 +113,6 @@ def test_named_function_is_called_through_chat_completions(api_daemon: ApiDaemon
     valid("get_weather", arguments)
 
 
-@chat_route_wired
 def test_required_tool_choice_calls_one_or_more_allowed_functions(api_daemon: ApiDaemon) -> None:
     client = sdk(api_daemon)
     r = client.chat.completions.create(
@@ -149,7 +138,6 @@ def test_required_tool_choice_calls_one_or_more_allowed_functions(api_daemon: Ap
     assert len(one.choices[0].message.tool_calls) == 1
 
 
-@chat_route_wired
 def test_langchain_bind_tools_through_chat_completions(api_daemon: ApiDaemon) -> None:
     from langchain_openai import ChatOpenAI
 

@@ -37,6 +37,8 @@ ISSUE_MODELS = [
     "qwen3-embedding:0.6b",
     "bge-reranker:v2-m3",
 ]
+SPEECH_MODELS = ["faster-whisper:tiny", "faster-whisper:base", "faster-whisper:small"]
+SPEECH_FILES = ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +47,10 @@ def catalog():
 
 
 def test_builtin_catalog_has_the_issue_models_with_sane_entries(catalog):
-    assert sorted(catalog.models) == sorted(ISSUE_MODELS)
+    assert sorted(catalog.models) == sorted(ISSUE_MODELS + SPEECH_MODELS)
     for release in catalog.releases():
+        if release.model.kind == "speech":
+            continue  # faster-whisper folders: test_speech_releases_are_folders
         assert re.fullmatch(r"[a-z0-9.\-]+:[a-z0-9.\-]+-(q\d_k_m|q\d_k|q\d_0)", release.name), release.name
         assert 100e6 < release.size < 10e9  # laptop-sized
         for f in release.files:
@@ -54,6 +58,20 @@ def test_builtin_catalog_has_the_issue_models_with_sane_entries(catalog):
             assert f.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", f.sha256)
         for source in ("huggingface", "modelscope"):
             assert release.model.repo(source).endswith("-GGUF")
+
+
+def test_speech_releases_are_folders(catalog):
+    for name in SPEECH_MODELS:
+        release = catalog.resolve(name)
+        assert release.model.kind == "speech" and release.name == f"{name}-f16"
+        assert release.folder == "faster-whisper-" + name.split(":")[1]
+        assert release.main_file == "model.bin"
+        assert {f.file for f in release.files} == {*SPEECH_FILES}
+        assert release.model.repo("huggingface") == "Systran/faster-whisper-" + name.split(":")[1]
+        assert kv_cache_bytes(release.model.arch, 4096) == 0
+    tiny, small = catalog.resolve("faster-whisper:tiny"), catalog.resolve("faster-whisper:small")
+    assert 70e6 < tiny.size < small.size < 1e9
+    assert catalog.default_for("speech").name == "faster-whisper:base-f16"
 
 
 def test_default_is_q4_k_m_where_published(catalog):

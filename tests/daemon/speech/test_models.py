@@ -94,7 +94,7 @@ def test_english_only_model(tmp_path: Path) -> None:
     assert m.name == "faster-whisper-base.en" and m.ok
     assert m.languages == ["en"] and m.english_only and not m.can_translate
     view = m.view_fields()
-    assert view["kind"] == "speech" and view["abilities"] == ["audio2text"] and view["error"] is None
+    assert view["kind"] == "speech" and view["abilities"] == ["transcribe"] and view["error"] is None
     assert view["file"] == str((tmp_path / "models" / "faster-whisper-base.en").resolve())
     assert m.estimated_memory(60) == m.size_bytes + (256 + 50) * 2**20
     assert m.estimated_memory() > m.estimated_memory(60)
@@ -105,7 +105,7 @@ def test_multilingual_model_lists_languages_and_translates(tmp_path: Path, json_
     make_model(tmp_path / "models" / "whisper-small", multilingual=True, json_vocab=json_vocab)
     [m] = find_speech_models([tmp_path / "models"]).values()
     assert m.ok and m.languages == LANGS and not m.english_only and m.can_translate
-    assert m.view_fields()["abilities"] == ["audio2text", "translate"]
+    assert m.view_fields()["abilities"] == ["transcribe", "translate"]
 
 
 def test_one_level_down_is_found_two_levels_down_is_not(tmp_path: Path) -> None:

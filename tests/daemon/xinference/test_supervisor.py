@@ -255,7 +255,9 @@ async def test_a_hung_xinference_is_detected_and_restarted(
         await asyncio.wait_for(restarted.wait(), timeout=30)
         assert 5 <= time.monotonic() - stopped_at < 25  # the hang timeout, a probe, and a busy machine
         assert len(children) == 2 and sup.state == "running"
-        assert children[0].wait(timeout=10) < 0  # the hung child was killed, not left stopped
+        # The fake serves forever, so it ends only if it was killed; a child left stopped times out here.
+        # (Its exit status is not checked: another test's child watcher may have reaped it, reading 0.)
+        children[0].wait(timeout=10)
     finally:
         sup._stopping = True
         for child in children:
