@@ -26,18 +26,11 @@ import psutil
 from bench.client import new_client, stream_many
 from bench.models import BenchModel
 from bench.workload import StreamRecord, chat_body
+from qwendesk.daemon.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CHAT = "/v1/chat/completions"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tree_rss(pid: int | None) -> int:

@@ -14,11 +14,12 @@ import time
 import httpx
 from fastapi import APIRouter, Request, Response
 
+from ..disconnects import until_disconnect
 from ..errors import BadRequest, EngineError
 from ..lifecycle.manager import ModelManager, Service
 from ..speech.forms import FieldReader
 from ..speech.limits import FORM_SLACK, check_upload_size
-from .proxy import CLIENT_CLOSED, describe, until_disconnect
+from .proxy import CLIENT_CLOSED, describe
 
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
 

@@ -14,20 +14,20 @@ one pauses or ends. With one slot (the default) nothing else produces results, s
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import httpx
 from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 
+from ..disconnects import until_disconnect
 from ..errors import BadRequest, ContextLengthExceeded, EngineError, QwendeskError
 from ..http_errors import error_body, status_for
 from ..lifecycle.manager import Endpoint, ModelManager, Service
@@ -35,7 +35,6 @@ from ..xinference.client import clean_detail, error_for
 from .openai_checks import InvalidParameter, check_request
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # No read timeout: a stream may pause while a long prompt is evaluated.
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=60.0, pool=None)
@@ -306,26 +305,6 @@ def describe(exc: BaseException) -> str:
 
 
 # ---- helpers for the routes ------------------------------------------------------------------------
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Await `work`, or cancel it and return None if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, watcher):
-            pending.cancel()  # no-op when already done
-        await asyncio.gather(task, watcher, return_exceptions=True)
-    if task.cancelled():
-        return None
-    return task.result()
-
-
 def upstream_error(status: int, body: bytes, model: str, path: str) -> QwendeskError:
     """An engine's error response as the matching QwendeskError, keeping its message."""
     message = clean_detail(body)

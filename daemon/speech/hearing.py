@@ -19,6 +19,7 @@ from typing import Any
 from qwendesk.models.errors import BadRequest, ModelFileError
 from qwendesk.models.gguf_info import read_gguf
 
+from ..chat_parts import content_parts
 from .errors import BadAudio
 from .limits import DEFAULT_MAX_BYTES
 
@@ -48,16 +49,8 @@ def projector_hears(mmproj: Path | None) -> bool:
 
 def audio_parts(body: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, part) of every `input_audio` content part, `where` as `messages[i].content[j]`."""
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return
-    for i, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            continue
-        for j, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") == AUDIO_TYPE:
-                yield f"messages[{i}].content[{j}]", part
+    for where, _, _, part in content_parts(body, frozenset({AUDIO_TYPE})):
+        yield where, part
 
 
 def check_audio_parts(

@@ -22,7 +22,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from qwendesk.daemon.disconnects import until_disconnect
 from qwendesk.models.errors import BadRequest, QwendeskError
 
 from .audio import decode_audio
@@ -158,26 +159,6 @@ async def run_in_daemon_thread(work: Callable[[], T]) -> T:
 
     threading.Thread(target=target, name="transcribe", daemon=True).start()
     return await future
-
-
-async def until_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Await `work`, or cancel it and return None if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, watcher):
-            pending.cancel()
-        await asyncio.gather(task, watcher, return_exceptions=True)
-    if task.cancelled():
-        return None
-    return task.result()
 
 
 # ---- the app -------------------------------------------------------------------------------------

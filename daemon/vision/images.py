@@ -31,6 +31,7 @@ from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..chat_parts import content_parts
 from .errors import BadImage, ImageURLRefused, MediaNotSupported, size_text
 from .fetch import fetch_image
 
@@ -79,27 +80,14 @@ class ImageNote:
         return asdict(self)
 
 
-def _parts(body: dict[str, Any], types: frozenset[str]) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return
-    for i, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            continue
-        for j, part in enumerate(content):
-            if isinstance(part, dict) and part.get("type") in types:
-                yield f"messages[{i}].content[{j}]", i, j, part
-
-
 def image_parts(body: dict[str, Any]) -> Iterator[tuple[str, int, int, dict[str, Any]]]:
     """(where, message index, part index, part) of every `image_url` content part."""
-    return _parts(body, IMAGE_TYPES)
+    return content_parts(body, IMAGE_TYPES)
 
 
 def has_media(body: dict[str, Any]) -> bool:
     """Whether the request carries image (or video) parts: it needs a vision model and prepare_images."""
-    return next(_parts(body, IMAGE_TYPES | VIDEO_TYPES), None) is not None
+    return next(content_parts(body, IMAGE_TYPES | VIDEO_TYPES), None) is not None
 
 
 def prepare_images(
@@ -112,7 +100,7 @@ def prepare_images(
     Raises BadImage, ImageURLRefused, ImageFetchFailed or MediaNotSupported naming the part.
     """
     limits = limits or ImageLimits()
-    for where, _, _, part in _parts(body, VIDEO_TYPES):  # before any decoding: refusing is cheap
+    for where, _, _, part in content_parts(body, VIDEO_TYPES):  # before any decoding: refusing is cheap
         raise MediaNotSupported(
             f"{where}: {part['type']} parts are not supported. Send still images as image_url parts "
             "(for a video, a few frames)."

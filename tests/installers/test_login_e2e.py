@@ -7,7 +7,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import psutil
 import pytest
 
 from qwendesk.daemon.config import load_settings
+from qwendesk.daemon.ports import free_port
 from qwendesk.installers import autostart
 
 from .conftest import tree
@@ -26,12 +26,6 @@ from .test_linux import read_keyfile, read_unit, split_exec, split_systemd
 
 pytestmark = pytest.mark.e2e
 QWENDESK = str(Path(sys.executable).with_name("qwendesk"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ours(home: Path) -> list[psutil.Process]:
