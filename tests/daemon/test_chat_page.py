@@ -14,56 +14,12 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port
+from tests.daemon.chromium import open_page
 from tests.daemon.vision.imagefiles import data_url, encode, pattern
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STATIC = Path(__file__).resolve().parents[2] / "daemon" / "static"
-
-
-@contextlib.contextmanager
-def playwright() -> Iterator:
-    """Playwright's sync API (one per thread at a time: launch every browser of a module from it)."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        yield pw
-
-
-def launch(pw, *extra_args: str):
-    """Headless Chromium with the page tests' flags, and `extra_args`."""
-    return pw.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, *extra_args])
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with playwright() as pw:
-        browser = launch(pw)
-        yield browser
-        browser.close()
-
-
-def open_page(browser, url: str, scheme: str = "light"):
-    context = browser.new_context(viewport={"width": 1200, "height": 780}, color_scheme=scheme)
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.goto(url + "/")
-    return context, page, errors
 
 
 def assistant_text(page) -> str:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port, link_model
-from tests.daemon.test_chat_page import launch, open_page, playwright
+from tests.daemon.chromium import open_page
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -28,14 +28,6 @@ REMOTE = """# Remote work
 Employees may work from home two days per week after their manager approves it in writing.
 """
 REPLY_DONE_JS = "() => !document.getElementById('send').hidden && !!document.querySelector('.msg.assistant')"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with playwright() as pw:
-        browser = launch(pw)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port, link_model
-from tests.daemon.test_chat_page import launch, open_page, playwright
+from tests.daemon.chromium import open_page
 from tests.daemon.vision.imagefiles import decode_url, encode, pattern
 from tests.fixtures.vision import write_qwen2vl_pair
 
@@ -43,14 +43,6 @@ LAST_REPLY_DONE_JS = """() => {
   const b = [...document.querySelectorAll('[data-testid=message-assistant] .bubble')].pop();
   return b && !b.querySelector('.typing') && (b.innerText.trim().length > 0 || !!b.querySelector('.error-box'));
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    with playwright() as pw:
-        browser = launch(pw)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

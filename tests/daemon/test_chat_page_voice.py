@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.conftest import DaemonProcess, free_port, link_model
+from tests.daemon.chromium import launch, open_page, playwright
 from tests.daemon.speech.media import SENTENCES, fetch_whisper_tiny_en, pad_with_silence, speak, wer
-from tests.daemon.test_chat_page import launch, open_page, playwright
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 

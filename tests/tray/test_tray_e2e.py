@@ -104,6 +104,48 @@ def test_start_stop_and_open_chat_from_the_menu(
     assert app.notified == []
 
 
+def test_indexing_shows_in_the_title_and_the_documents_folder_opens(
+    daemon: DaemonProcess,
+    tray_for: Callable[..., TrayApp],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A folder added as a collection: the real daemon's `indexing` events reach the title, which settles
+    once the collection is indexed; Open Documents Folder opens the default collection's folder."""
+    opened: list[Path] = []
+    app = tray_for(daemon.settings, folder_opener=lambda path: opened.append(path))
+    titles: list[str] = []  # every title the tray pushed to the icon
+    shown = app._title
+    monkeypatch.setattr(app, "_title", lambda state: titles.append(shown(state)) or titles[-1])
+    app.start_background()
+    wait_until(lambda: menu_item(app, SMOLLM2_NAME), 30, "the menu")
+
+    folder = tmp_path / "handbook"
+    folder.mkdir()
+    for i in range(400):  # enough files for the sync to report progress while the tray watches
+        (folder / f"page-{i:03}.md").write_text(
+            f"# Page {i}\n\nThe handbook page number {i} about topic {i % 7}.\n"
+        )
+    daemon.client.add_collection(str(folder), "handbook")
+    try:
+
+        def indexed(_client: DaemonClient) -> bool:
+            found = [c for c in daemon.client.collections()["collections"] if c["name"] == "handbook"]
+            return bool(found) and found[0]["files"] == 400 and found[0]["state"] == "ready"
+
+        daemon.wait_for(indexed, 300, "the handbook collection to be indexed")
+        assert any("indexing handbook" in t for t in titles), titles[-5:]
+        wait_until(lambda: "indexing" not in app.icon.title, 10, "the title to settle")
+        assert not any("Documents:" in text for text in menu_texts(app))
+    finally:
+        daemon.client.remove_collection("handbook")
+
+    menu_item(app, "Open Documents Folder")(app.icon)
+    wait_until(lambda: opened, 10, "the folder opener")
+    documents = Path(daemon.client.collections()["documents_folder"])
+    assert opened == [daemon.settings.documents_dir] and opened[0] == documents
+
+
 def test_menu_follows_changes_made_elsewhere(daemon: DaemonProcess, tray_for: Callable[..., TrayApp]) -> None:
     """A model started and stopped through the API (as the CLI does) shows in the menu promptly (events, not polling)."""
     app = tray_for(daemon.settings)
