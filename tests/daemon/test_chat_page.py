@@ -65,13 +65,17 @@ def test_chat_streams_stops_and_survives_a_reload(daemon: DaemonProcess, browser
             timeout=180_000,
         )
         first = assistant_text(page)
-        page.wait_for_function(
-            "n => [...document.querySelectorAll('[data-testid=message-assistant] .bubble')].pop().innerText.length > n",
+        # Click Stop in the same tick as more text is seen: a pointer click waits for the button to be still,
+        # and on a busy machine the reply could end meanwhile.
+        outcome = page.wait_for_function(
+            "n => { const b = [...document.querySelectorAll('[data-testid=message-assistant] .bubble')].pop();"
+            " if (b.innerText.length <= n) return false;"
+            " const stop = document.getElementById('stop');"
+            " if (stop.hidden) return 'finished'; stop.click(); return 'stopped'; }",
             arg=len(first),
             timeout=60_000,
-        )
-        assert stop.is_visible(), "the reply finished before we could stop it"
-        stop.click()
+        ).json_value()
+        assert outcome == "stopped", "the reply finished before we could stop it"
         page.get_by_test_id("send").wait_for(state="visible")
         stats = page.get_by_test_id("stats").last.inner_text()
         assert "stopped" in stats and "tok/s" in stats, stats

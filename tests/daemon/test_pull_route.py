@@ -203,6 +203,8 @@ def test_cli_pull_through_the_daemon_ctrl_c_keeps_part_and_rerun_resumes(hub_ser
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # As typed in a terminal: a test run started in the background inherits SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     try:
