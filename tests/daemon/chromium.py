@@ -45,3 +45,12 @@ def open_page(browser, url: str, scheme: str = "light"):
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
     page.goto(url + "/")
     return context, page, errors
+
+
+def stop_if_streaming(page) -> bool:
+    """Click Stop if a reply is still streaming, in one tick of the page: a pointer click first waits for the
+    button to be still, and the reply may end meanwhile. True if it was clicked."""
+    return page.evaluate(
+        "() => { const stop = document.getElementById('stop');"
+        " if (stop.hidden) return false; stop.click(); return true; }"
+    )

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port
-from tests.daemon.chromium import open_page
+from tests.daemon.chromium import open_page, stop_if_streaming
 from tests.daemon.vision.imagefiles import data_url, encode, pattern
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -91,8 +91,7 @@ def test_chat_streams_stops_and_survives_a_reload(daemon: DaemonProcess, browser
             " return b.length === 2 && b[1].innerText.trim().length > 0 && (done || b[1].innerText.length > 40); }",
             timeout=180_000,
         )
-        if stop.is_visible():
-            stop.click()
+        stop_if_streaming(page)
         page.get_by_test_id("send").wait_for(state="visible")
         assert page.locator("[data-testid=message-assistant]").count() == 2
         page.screenshot(path=str(artifacts / "chat_page_light.png"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SMOLLM2_NAME, DaemonProcess, free_port, link_model
-from tests.daemon.chromium import open_page
+from tests.daemon.chromium import open_page, stop_if_streaming
 from tests.daemon.vision.imagefiles import decode_url, encode, pattern
 from tests.fixtures.vision import write_qwen2vl_pair
 
@@ -123,8 +123,7 @@ def test_an_image_is_attached_sent_streamed_and_kept(
 
         # Random weights: any text will do, streamed into the reply; stopped if it runs long.
         page.wait_for_function(LAST_REPLY_DONE_JS, timeout=300_000)
-        if page.get_by_test_id("stop").is_visible():
-            page.get_by_test_id("stop").click()
+        stop_if_streaming(page)
         page.get_by_test_id("send").wait_for(state="visible")
         reply = page.locator("[data-testid=message-assistant]").last
         assert reply.locator(".error-box").count() == 0, reply.inner_text()
@@ -270,8 +269,7 @@ def test_a_chat_with_images_goes_on_with_a_text_only_model(
         assert messages[0] == {"role": "user", "content": "What is this?\n[image]"}
         assert messages[-1] == {"role": "user", "content": "Say hello."}
         page.wait_for_function(LAST_REPLY_DONE_JS, timeout=300_000)
-        if page.get_by_test_id("stop").is_visible():
-            page.get_by_test_id("stop").click()
+        stop_if_streaming(page)
         page.get_by_test_id("send").wait_for(state="visible")
         assert page.locator("[data-testid=message-assistant] [data-testid=error]").count() == 0
         assert page.locator("[data-testid=message-user] [data-testid=thumb]").count() == 1  # still shown
