@@ -8,6 +8,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qwendesk.models.errors import NotEnoughSpace
+from qwendesk.models.files import free_space_text, is_disk_full
+
 from .embedder import Embedder, covers
 from .index import DocumentIndex, FileRow, ModelRow, VectorsGone
 from .scan import MAX_FILE_BYTES, scan_folder
@@ -125,12 +128,24 @@ class Collection:
                 if embed and self._embedder is not None:
                     syncer.run_embeddings(self._embedder, should_stop)
                 self.last_sync = time.time()
+            except Exception as exc:
+                if _disk_full(exc):
+                    raise self._no_space() from exc
+                raise
             finally:
                 self._syncing = False
         report.seconds = time.perf_counter() - started
         if progress is not None:
             progress(Progress(self.name, "done"))
         return report
+
+    def _no_space(self) -> NotEnoughSpace:
+        where = self.index_path.parent
+        return NotEnoughSpace(
+            f"The disk holding the index of collection {self.name} is full ({free_space_text(where)}). "
+            "What was indexed before is kept and still searched; free some space "
+            "there and the next change in the folder (or a restart) brings the index up to date."
+        )
 
     def _nothing_to_index(self) -> bool:
         """An empty folder and no index yet: leave SQLite unloaded (the idle daemon stays small; opening
@@ -223,3 +238,10 @@ class Collection:
             last_sync=self.last_sync,
             problems=sorted(problems, key=lambda p: p["path"]),
         )
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """SQLite's "database or disk is full", or an OS write that found no space left."""
+    import apsw  # loaded already: the index that raised uses it
+
+    return isinstance(exc, apsw.FullError) or is_disk_full(exc)
