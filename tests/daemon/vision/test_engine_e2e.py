@@ -52,6 +52,21 @@ def capped(pair: tuple[Path, Path]):
     return server(*pair, image_max_tokens=256)
 
 
+# Servers live as long as the module: xllamacpp's Server destructor can hang joining its loop when the
+# object goes away right after its last request; at module teardown it has been idle a while.
+BUDGET_200 = 200 * 784
+
+
+@pytest.fixture(scope="module")
+def budget_capped(pair: tuple[Path, Path]):
+    return server(*pair, image_max_tokens=tokens_cap(BUDGET_200))
+
+
+@pytest.fixture(scope="module")
+def without_projector(pair: tuple[Path, Path]):
+    return server(pair[0], None)
+
+
 def ask(srv, body: dict[str, Any]) -> dict[str, Any]:
     body = {**body, "max_tokens": 4, "temperature": 0}
     reply = srv.handle_chat_completions(body)
@@ -96,14 +111,12 @@ def test_pixel_budget_caps_the_tokens(engine, fmt: str) -> None:
     assert added <= 256 < image_tokens(2000, 1500)
 
 
-def test_pixel_budget_with_the_matching_engine_cap_is_exact(pair: tuple[Path, Path]) -> None:
+def test_pixel_budget_with_the_matching_engine_cap_is_exact(budget_capped) -> None:
     """A budget that llama.cpp's rounding overshoots (1002x802 -> 442x354 here -> 448x364 there = 16x13 =
     208 > 200 tokens) is held when the model is launched with image_max_tokens = tokens_cap(budget)."""
-    budget = 200 * 784
-    body, (note,) = prepare_images(chat(image_part(png_url(1002, 802))), ImageLimits(max_pixels=budget))
+    body, (note,) = prepare_images(chat(image_part(png_url(1002, 802))), ImageLimits(max_pixels=BUDGET_200))
     assert image_tokens(*note.size) > 200  # the downscale alone lands a little over
-    srv = server(*pair, image_max_tokens=tokens_cap(budget))
-    added = prompt_tokens(srv, body) - text_only(srv) - MARKERS
+    added = prompt_tokens(budget_capped, body) - text_only(budget_capped) - MARKERS
     assert added == image_tokens(*note.size, max_tokens=200) <= 200
 
 
@@ -150,12 +163,11 @@ def test_reply_streams_with_an_image(engine) -> None:
     assert usage["prompt_tokens"] - text_only(engine) == image_tokens(320, 240) + MARKERS
 
 
-def test_text_only_engine_cannot_take_images(pair: tuple[Path, Path]) -> None:
+def test_text_only_engine_cannot_take_images(without_projector) -> None:
     """Without the projector llama.cpp refuses with a hint about mmproj; the daemon must say more (which
     models can see) before the request gets there."""
-    srv = server(pair[0], None)
     with pytest.raises(RuntimeError, match="image input is not supported"):
-        srv.handle_chat_completions({**chat(image_part(png_url(32, 32))), "max_tokens": 1})
+        without_projector.handle_chat_completions({**chat(image_part(png_url(32, 32))), "max_tokens": 1})
 
 
 @pytest.fixture
